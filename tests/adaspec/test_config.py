@@ -1,0 +1,48 @@
+from dataclasses import dataclass
+
+import pytest
+
+from adaspec.config import ConfigBase, ConfigError, cfg_field, check_range, save_config
+
+
+@dataclass
+class Inner(ConfigBase):
+    k: float = cfg_field(0.4, help="fraction kept")
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("k", self.k, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class Outer(ConfigBase):
+    name: str = cfg_field("x", help="a name")
+    inner: Inner = cfg_field(Inner, help="inner section")
+    tags: list = cfg_field([], help="tags")
+
+
+def test_config_from_dict_nested():
+    cfg = Outer.from_dict({"name": "y", "inner": {"k": 0.5}})
+    assert cfg.inner.k == 0.5 and cfg.name == "y"
+
+
+def test_config_unknown_key_named_with_suggestion():
+    with pytest.raises(ConfigError, match=r"'inner\.kk'.*did you mean 'k'"):
+        Outer.from_dict({"inner": {"kk": 0.5}})
+
+
+def test_config_range_check_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"inner\.k must be in \(0\.0, 1\.0\], got 1\.5"):
+        Outer.from_dict({"inner": {"k": 1.5}})
+
+
+def test_config_yaml_roundtrip_with_override(tmp_path):
+    path = save_config(Outer(), tmp_path)
+    cfg = Outer.from_yaml(path, overrides=["inner.k=0.25"])
+    assert cfg.inner.k == 0.25
+
+
+def test_check_range_open_low():
+    with pytest.raises(ConfigError):
+        check_range("k", 0.0, 0.0, 1.0, low_open=True)
+    check_range("k", 1.0, 0.0, 1.0, low_open=True)
