@@ -1,0 +1,161 @@
+"""The three training stages: fine-tune the target, distil the reference, distil the draft.
+
+Each stage is a function that takes models, a tokenized dataset and a stage config, trains with
+the matching trainer, resumes from the newest complete checkpoint, and saves the final model
+atomically with the resolved config beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+
+from adaspec.config import ConfigBase
+from adaspec.modeling import build_model, load_model, tiny_config
+from adaspec.training.checkpoints import latest_complete_checkpoint, save_final
+from adaspec.training.config import LossConfig, ModelSpec, OptimConfig
+from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def build_or_load_model(spec: ModelSpec, vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    """Load ``spec.name_or_path`` with ``from_pretrained``, or build a fresh model from the spec.
+
+    Args:
+        spec: The model section of a config.
+        vocab_size: Vocabulary of a fresh model (the tokenizer's size).
+        seed: Seed for a fresh model's initial weights.
+    """
+    if spec.name_or_path is not None:
+        kwargs = {}
+        if spec.attn_implementation:
+            kwargs["attn_implementation"] = spec.attn_implementation
+        return load_model(spec.name_or_path, dtype=spec.dtype, **kwargs)
+    config = tiny_config(
+        spec.family,
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=spec.max_position_embeddings,
+    )
+    if spec.attn_implementation:
+        config._attn_implementation = spec.attn_implementation
+    dtype = None if spec.dtype in ("float32", "auto") else getattr(torch, spec.dtype)
+    return build_model(config, seed=seed, dtype=dtype)
+
+
+def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str) -> TrainingArguments:
+    """Map a stage's :class:`OptimConfig` onto ``TrainingArguments``."""
+    report_to = [r for r in optim.report_to if r != "none"] or "none"
+    kwargs: dict[str, Any] = {}
+    if optim.disable_tqdm is not None:
+        kwargs["disable_tqdm"] = optim.disable_tqdm
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        num_train_epochs=optim.epochs,
+        max_steps=optim.max_steps,
+        learning_rate=optim.learning_rate,
+        lr_scheduler_type=optim.lr_scheduler_type,
+        warmup_ratio=optim.warmup_ratio,
+        weight_decay=optim.weight_decay,
+        per_device_train_batch_size=optim.per_device_batch_size,
+        per_device_eval_batch_size=optim.per_device_batch_size,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        max_grad_norm=optim.max_grad_norm,
+        bf16=optim.bf16,
+        fp16=optim.fp16,
+        gradient_checkpointing=optim.gradient_checkpointing,
+        logging_steps=optim.logging_steps,
+        logging_dir=str(Path(output_dir) / "logs"),
+        save_strategy="steps",
+        save_steps=optim.save_steps,
+        save_total_limit=optim.save_total_limit,
+        report_to=report_to,
+        deepspeed=optim.deepspeed,
+        dataloader_num_workers=optim.dataloader_num_workers,
+        seed=optim.seed,
+        data_seed=optim.seed,
+        remove_unused_columns=False,
+        average_tokens_across_devices=True,
+        **kwargs,
+    )
+
+
+def _fit(trainer: Any, checkpoint_dir: Path, resume: bool) -> None:
+    last = latest_complete_checkpoint(checkpoint_dir) if resume else None
+    if last:
+        logger.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def run_stage(
+    stage: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Any,
+    optim: OptimConfig,
+    output_dir: str | Path,
+    *,
+    data_collator: Any,
+    target_model: PreTrainedModel | None = None,
+    ref_model: PreTrainedModel | None = None,
+    loss: LossConfig | None = None,
+    config: ConfigBase | None = None,
+    resume: bool = True,
+) -> PreTrainedModel:
+    """Train one stage and save the result to ``output_dir`` (checkpoints in ``output_dir/checkpoints``).
+
+    Args:
+        stage: ``"target"`` (cross-entropy), ``"reference"`` (plain KD) or ``"draft"`` (AdaSPEC).
+        model: The model to train.
+        tokenizer: The shared tokenizer (saved with the model).
+        train_dataset: Tokenized examples with ``input_ids``, ``attention_mask``, ``labels``.
+        optim: Optimisation settings.
+        output_dir: Where the final model goes.
+        data_collator: Pads a list of examples into a batch.
+        target_model: The frozen teacher (reference and draft stages).
+        ref_model: The frozen reference (draft stage).
+        loss: The distillation loss settings (reference and draft stages).
+        config: The resolved config to save beside the model.
+        resume: Continue from the newest complete checkpoint if there is one.
+
+    Returns:
+        The trained model.
+    """
+    output_dir = Path(output_dir)
+    ckpt_dir = output_dir.with_name(output_dir.name + "-checkpoints")
+    args = training_arguments(optim, ckpt_dir, run_name=output_dir.name)
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        processing_class=tokenizer,
+    )
+    if stage == "target":
+        trainer = TargetTrainer(**common)
+    elif stage == "reference":
+        if target_model is None:
+            raise ValueError("the reference stage needs target_model")
+        trainer = KDTrainer(**common, target_model=target_model, loss_config=(loss or LossConfig()).replace(k=1.0))
+    elif stage == "draft":
+        if target_model is None:
+            raise ValueError("the draft stage needs target_model (and ref_model for AdaSPEC)")
+        trainer = AdaSPECTrainer(
+            **common, target_model=target_model, ref_model=ref_model, loss_config=loss or LossConfig()
+        )
+    else:
+        raise ValueError(f"stage must be 'target', 'reference' or 'draft', got {stage!r}")
+    _fit(trainer, ckpt_dir, resume)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.args.should_save:
+        save_final(trained, output_dir, tokenizer=tokenizer, config=config)
+    return trained.eval()

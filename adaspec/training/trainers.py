@@ -1,0 +1,197 @@
+"""``transformers.Trainer`` subclasses for the distillation stages.
+
+:class:`AdaSPECTrainer` is a drop-in for the official snippet's class (same name, same
+``target_model=``, ``ref_model=`` and ``k=`` arguments): it distils the trained model from a frozen
+target, keeping only the top-k fraction of response tokens by ΔL = L_draft - L_ref. Without a
+reference (or with ``k=1``) it is plain forward-KL distillation, the reference stage and the
+DistillSpec baseline. The loss maths is :mod:`adaspec.losses`; this module only wires models,
+DeepSpeed and logging around it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from adaspec.losses import adaspec_token_loss, chunked_adaspec_loss, shift_for_causal_lm
+from adaspec.modeling import check_same_vocabulary
+from adaspec.training.checkpoints import CheckpointCommitMixin
+from adaspec.training.config import LossConfig
+from adaspec.training.frozen import deepspeed_zero_stage, prepare_frozen_model
+
+IGNORE_INDEX = -100
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+class StatsLoggingMixin:
+    """Averages the loss module's statistics between logging steps and adds them to the logs."""
+
+    _stat_prefix = "adaspec/"
+
+    def _init_stats(self) -> None:
+        self._stat_sums: dict[str, float] = defaultdict(float)
+        self._stat_count = 0
+
+    def _record_stats(self, stats: dict[str, float]) -> None:
+        for key, value in stats.items():
+            self._stat_sums[key] += float(value)
+        self._stat_count += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        if self._stat_count and "loss" in logs:
+            for key, total in self._stat_sums.items():
+                logs[self._stat_prefix + key] = round(total / self._stat_count, 6)
+            self._init_stats()
+        super().log(logs, *args, **kwargs)  # type: ignore[misc]
+
+
+class TargetTrainer(CheckpointCommitMixin, Trainer):
+    """Fine-tunes the target with cross-entropy on response tokens (prompt labels are -100)."""
+
+
+class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
+    """Distils the trained model from ``target_model``, filtered by ``ref_model`` (AdaSPEC).
+
+    Args:
+        *args: Passed to ``transformers.Trainer`` (model, args, train_dataset, ...).
+        target_model: The frozen target (teacher).
+        ref_model: The frozen reference, distilled from the target with plain KD; ``None`` keeps
+            every response token (plain KD, DistillSpec).
+        k: Kept fraction in (0, 1]; overrides ``loss_config.k`` when given.
+        loss_config: Divergence, temperature, selection scope, reduction and chunking.
+        **kwargs: Passed to ``transformers.Trainer``.
+
+    Raises:
+        ValueError: If the models do not share a vocabulary, or ``k`` is outside (0, 1].
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        target_model: nn.Module | None = None,
+        ref_model: nn.Module | None = None,
+        k: float | None = None,
+        loss_config: LossConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if target_model is None:
+            raise ValueError("target_model is required: pass the frozen target (teacher) model")
+        super().__init__(*args, **kwargs)
+        loss_config = loss_config or LossConfig(k=1.0 if ref_model is None else 0.4)
+        if k is not None:
+            loss_config = loss_config.replace(k=k)
+        self.loss_config = loss_config
+        models = {"draft": self.model, "target": target_model}
+        if ref_model is not None:
+            models["reference"] = ref_model
+        self.vocab_size = check_same_vocabulary(models, self.processing_class)
+        if loss_config.chunked and deepspeed_zero_stage(self) == 3:
+            raise ValueError(
+                "loss.chunked=true needs whole lm_head weights, which ZeRO-3 partitions: "
+                "use ZeRO stage 1 or 2, or set loss.chunked=false"
+            )
+        self.target_model = prepare_frozen_model(target_model, self)
+        self.ref_model = prepare_frozen_model(ref_model, self) if ref_model is not None else None
+        self.k = loss_config.k
+        # Causal-LM labels are shifted; count num_items_in_batch over labels[:, 1:].
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = True
+        self._init_stats()
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Selective distillation loss of one micro-batch (see :mod:`adaspec.losses`)."""
+        labels = inputs["labels"]
+        model_inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
+        if self.loss_config.chunked:
+            outputs, result = self._chunked_loss(model, model_inputs, labels, num_items_in_batch)
+        else:
+            outputs = model(**model_inputs, use_cache=False)
+            with torch.no_grad():
+                target_logits = self.target_model(**model_inputs, use_cache=False).logits
+                ref_logits = (
+                    self.ref_model(**model_inputs, use_cache=False).logits
+                    if self.ref_model is not None
+                    else None
+                )
+            v = self.vocab_size
+            draft_logits, valid = shift_for_causal_lm(outputs.logits[..., :v], labels, IGNORE_INDEX)
+            result = adaspec_token_loss(
+                draft_logits,
+                target_logits[:, :-1, :v],
+                ref_logits[:, :-1, :v] if ref_logits is not None else None,
+                valid,
+                num_items_in_batch=num_items_in_batch,
+                **self.loss_config.loss_kwargs(),
+            )
+        loss = result.loss
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        if (
+            self.args.average_tokens_across_devices
+            and num_items_in_batch is not None
+            and self.accelerator.num_processes > 1
+        ):
+            # num_items_in_batch counts every rank's tokens; DDP averages gradients over ranks.
+            loss = loss * self.accelerator.num_processes
+        if model.training:
+            self._record_stats(result.stats)
+        return (loss, outputs) if return_outputs else loss
+
+    def _last_hidden(self, model: nn.Module, model_inputs: dict[str, torch.Tensor]):
+        # logits_to_keep=1 computes the lm_head for one position only; the loss takes the weights.
+        out = model(**model_inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        return out, out.hidden_states[-1]
+
+    def _chunked_loss(self, model, model_inputs, labels, num_items_in_batch):
+        valid = labels[:, 1:] != IGNORE_INDEX
+        outputs, hidden = self._last_hidden(model, model_inputs)
+        with torch.no_grad():
+            _, target_hidden = self._last_hidden(self.target_model, model_inputs)
+            ref_hidden = (
+                self._last_hidden(self.ref_model, model_inputs)[1] if self.ref_model is not None else None
+            )
+
+        def head(m: nn.Module) -> nn.Linear:
+            return self.accelerator.unwrap_model(m).get_output_embeddings()
+
+        def pick(h: torch.Tensor) -> torch.Tensor:
+            return h[:, :-1][valid]
+
+        d_head, t_head = head(model), head(self.target_model)
+        r_head = head(self.ref_model) if self.ref_model is not None else None
+        result = chunked_adaspec_loss(
+            pick(hidden),
+            d_head.weight,
+            pick(target_hidden),
+            t_head.weight,
+            pick(ref_hidden) if ref_hidden is not None else None,
+            r_head.weight if r_head is not None else None,
+            valid=None,
+            num_items_in_batch=num_items_in_batch,
+            chunk_size=self.loss_config.chunk_size,
+            draft_bias=d_head.bias,
+            target_bias=t_head.bias,
+            ref_bias=r_head.bias if r_head is not None else None,
+            vocab_size=self.vocab_size,
+            **self.loss_config.loss_kwargs(),
+        )
+        return outputs, result
+
+
+class KDTrainer(AdaSPECTrainer):
+    """Plain forward-KL distillation on every response token (the reference stage, DistillSpec)."""
+
+    def __init__(self, *args: Any, target_model: nn.Module | None = None, **kwargs: Any) -> None:
+        if kwargs.get("ref_model") is not None:
+            raise ValueError("KDTrainer takes no ref_model: use AdaSPECTrainer for selective distillation")
+        kwargs.setdefault("k", 1.0)
+        super().__init__(*args, target_model=target_model, **kwargs)

@@ -1,0 +1,150 @@
+import copy
+
+import pytest
+import torch
+from helpers import make_tiny_model
+from transformers import TrainingArguments
+
+from adaspec.data import DataCollatorForCompletion, make_synthetic_examples, to_hf_dataset, tokenize_examples
+from adaspec.losses import adaspec_token_loss, shift_for_causal_lm
+from adaspec.training.config import LossConfig
+from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_tokenizer):
+    examples = make_synthetic_examples(24, seed=0)
+    features, _ = tokenize_examples(examples, tiny_tokenizer, max_length=96)
+    return to_hf_dataset(features)
+
+
+def _args(tmp_path, **kw):
+    base = dict(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=True,
+        seed=0,
+    )
+    base.update(kw)
+    return TrainingArguments(**base)
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before, model):
+    return any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_target_trainer_runs_and_updates(tmp_path, tiny_tokenizer, dataset):
+    model = make_tiny_model(vocab_size=len(tiny_tokenizer)).train()
+    before = _params(model)
+    trainer = TargetTrainer(
+        model=model, args=_args(tmp_path), train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+    )
+    out = trainer.train()
+    assert out.global_step == 3 and _changed(before, model)
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "qwen2"])
+def test_adaspec_trainer_runs_each_family(tmp_path, tiny_tokenizer, dataset, family):
+    n = len(tiny_tokenizer)
+    target = make_tiny_model(family, seed=1, vocab_size=n + 8)  # padded rows are allowed
+    ref = make_tiny_model(family, seed=2, vocab_size=n)
+    draft = make_tiny_model(family, seed=3, vocab_size=n).train()
+    before = _params(draft)
+    trainer = AdaSPECTrainer(
+        model=draft, args=_args(tmp_path), train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+        target_model=target, ref_model=ref, k=0.4,
+    )
+    trainer.train()
+    assert _changed(before, draft)
+    assert not any(p.requires_grad for p in target.parameters())
+    logged = [h for h in trainer.state.log_history if "adaspec/kept_fraction" in h]
+    assert logged and all(0.3 < h["adaspec/kept_fraction"] <= 0.5 for h in logged)
+
+
+def test_adaspec_trainer_loss_matches_loss_module(tmp_path, tiny_tokenizer, dataset):
+    n = len(tiny_tokenizer)
+    target, ref = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
+    draft = make_tiny_model(seed=3, vocab_size=n)
+    trainer = AdaSPECTrainer(
+        model=draft, args=_args(tmp_path), train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+        target_model=target, ref_model=ref, k=0.4,
+    )
+    batch = DataCollatorForCompletion(tiny_tokenizer)([dataset[i] for i in range(4)])
+    got = trainer.compute_loss(draft, dict(batch), num_items_in_batch=None)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    d, valid = shift_for_causal_lm(draft(**inputs).logits, batch["labels"])
+    want = adaspec_token_loss(
+        d, target(**inputs).logits[:, :-1], ref(**inputs).logits[:, :-1], valid, k=0.4
+    ).loss
+    torch.testing.assert_close(got, want)
+
+
+def test_adaspec_trainer_chunked_equals_plain(tmp_path, tiny_tokenizer, dataset):
+    n = len(tiny_tokenizer)
+    target, ref = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
+    draft = make_tiny_model(seed=3, vocab_size=n)
+    batch = dict(DataCollatorForCompletion(tiny_tokenizer)([dataset[i] for i in range(4)]))
+    losses, grads = [], []
+    for chunked in (False, True):
+        model = copy.deepcopy(draft).train()
+        trainer = AdaSPECTrainer(
+            model=model, args=_args(tmp_path), train_dataset=dataset,
+            data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+            target_model=target, ref_model=ref,
+            loss_config=LossConfig(k=0.4, chunked=chunked, chunk_size=37),
+        )
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(500))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n_: p.grad.clone() for n_, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_kd_trainer_keeps_all_tokens(tmp_path, tiny_tokenizer, dataset):
+    n = len(tiny_tokenizer)
+    trainer = KDTrainer(
+        model=make_tiny_model(seed=3, vocab_size=n).train(), args=_args(tmp_path), train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+        target_model=make_tiny_model(seed=1, vocab_size=n),
+    )
+    trainer.train()
+    logged = [h["adaspec/kept_fraction"] for h in trainer.state.log_history if "adaspec/kept_fraction" in h]
+    assert logged and all(f == 1.0 for f in logged)
+
+
+def test_adaspec_trainer_rejects_mismatched_vocabulary(tmp_path, tiny_tokenizer, dataset):
+    n = len(tiny_tokenizer)
+    with pytest.raises(ValueError, match="vocabulary mismatch"):
+        AdaSPECTrainer(
+            model=make_tiny_model(vocab_size=n), args=_args(tmp_path), train_dataset=dataset,
+            processing_class=tiny_tokenizer, target_model=make_tiny_model(vocab_size=n - 50),
+            ref_model=make_tiny_model(vocab_size=n), k=0.4,
+        )
+
+
+@pytest.mark.parametrize("k", [0.0, 1.5, -0.2])
+def test_adaspec_trainer_rejects_bad_k(tmp_path, tiny_tokenizer, dataset, k):
+    n = len(tiny_tokenizer)
+    with pytest.raises(ValueError, match="k must be in"):
+        AdaSPECTrainer(
+            model=make_tiny_model(vocab_size=n), args=_args(tmp_path), train_dataset=dataset,
+            processing_class=tiny_tokenizer, target_model=make_tiny_model(vocab_size=n),
+            ref_model=make_tiny_model(vocab_size=n), k=k,
+        )
