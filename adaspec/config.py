@@ -74,6 +74,25 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Turn YAML strings such as ``1e-5`` (which YAML 1.1 reads as text) into the field's number type."""
+    if value is None or tp not in (int, float) or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value) if tp is float else value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if tp is int:
+            if not number.is_integer():
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(number)
+        return number
+    return value
+
+
 @dataclasses.dataclass
 class ConfigBase:
     """Base class: YAML loading with unknown-key rejection, validation, and saving."""
@@ -117,7 +136,7 @@ class ConfigBase:
             ):
                 kwargs[name] = tp.from_dict(value, prefix=f"{prefix}{name}.")
             else:
-                kwargs[name] = value
+                kwargs[name] = _coerce(prefix + name, tp, value)
         try:
             return cls(**kwargs)
         except ConfigError as err:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from adaspec.config import save_config
@@ -74,14 +75,20 @@ class Pipeline:
         self.config = config
         self.resume = resume
         self.out = Path(config.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.out)
+        self.state = PartialState()
         self.timings: dict[str, float] = {}
         train_examples = load_task(config.data, split="train")
         self.eval_examples = load_task(config.data, split="eval")
         texts = [e.prompt + e.response for e in train_examples]
-        self.tokenizer = prepare_tokenizer(config, texts)
-        features, report = tokenize_examples(train_examples, self.tokenizer, config.data.max_length)
+        with self.state.main_process_first():
+            if self.state.is_main_process:
+                self.out.mkdir(parents=True, exist_ok=True)
+                save_config(config, self.out)
+            self.tokenizer = prepare_tokenizer(config, texts)
+        features, report = tokenize_examples(
+            train_examples, self.tokenizer, config.data.max_length,
+            truncation_side=config.data.truncation_side,
+        )
         logger.info("training data: %s", report.summary())
         self.truncation = report
         self.train_dataset = to_hf_dataset(features)
@@ -89,6 +96,12 @@ class Pipeline:
 
     def _load(self, name: str):
         return load_model(str(self.out / name)).eval()
+
+    def _save(self, model, folder: Path) -> None:
+        """Save an untrained model on the main process; the others wait until it is there."""
+        with self.state.main_process_first():
+            if self.state.is_main_process:
+                save_final(model, folder, self.tokenizer, self.config)
 
     def _stage(self, name: str, fn) -> Any:
         folder = self.out / name
@@ -107,7 +120,7 @@ class Pipeline:
         def train(folder: Path):
             model = build_or_load_model(cfg.model, len(self.tokenizer), seed=self.config.seed)
             if not cfg.train:
-                save_final(model, folder, self.tokenizer, self.config)
+                self._save(model, folder)
                 return model
             return run_stage(
                 "target", model, self.tokenizer, self.train_dataset, cfg.optim.replace(seed=self.config.seed),
@@ -120,7 +133,7 @@ class Pipeline:
         """The initial weights that the reference and every draft start from (saved once)."""
         def build(folder: Path):
             model = build_or_load_model(self.config.draft_model, len(self.tokenizer), seed=self.config.seed + 1)
-            save_final(model, folder, self.tokenizer, self.config)
+            self._save(model, folder)
             return model
 
         return self._stage("draft_init", build)
@@ -170,7 +183,7 @@ class Pipeline:
             reference = reference or self._require("reference")
             drafts = self.drafts(target, reference)
         result: dict[str, Any] = {"output_dir": str(self.out), "stage_seconds": self.timings}
-        if self.config.evaluation.enabled and "draft" in stages:
+        if self.config.evaluation.enabled and "draft" in stages and self.state.is_main_process:
             from adaspec.compare import compare_drafts
 
             candidates = {"distillspec-equal_steps": reference, **drafts}

@@ -64,7 +64,7 @@ def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str
         max_steps=optim.max_steps,
         learning_rate=optim.learning_rate,
         lr_scheduler_type=optim.lr_scheduler_type,
-        warmup_ratio=optim.warmup_ratio,
+        warmup_steps=optim.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
         weight_decay=optim.weight_decay,
         per_device_train_batch_size=optim.per_device_batch_size,
         per_device_eval_batch_size=optim.per_device_batch_size,
@@ -74,7 +74,6 @@ def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str
         fp16=optim.fp16,
         gradient_checkpointing=optim.gradient_checkpointing,
         logging_steps=optim.logging_steps,
-        logging_dir=str(Path(output_dir) / "logs"),
         save_strategy="steps",
         save_steps=optim.save_steps,
         save_total_limit=optim.save_total_limit,

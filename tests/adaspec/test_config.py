@@ -46,3 +46,21 @@ def test_check_range_open_low():
     with pytest.raises(ConfigError):
         check_range("k", 0.0, 0.0, 1.0, low_open=True)
     check_range("k", 1.0, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class Numbers(ConfigBase):
+    lr: float = cfg_field(1e-3, help="a float")
+    steps: int = cfg_field(1, help="an int")
+
+
+def test_config_yaml_scientific_notation_is_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-05\nsteps: '20'\n")
+    cfg = Numbers.from_yaml(path)
+    assert cfg.lr == 1e-5 and cfg.steps == 20
+
+
+def test_config_non_number_named(tmp_path):
+    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+        Numbers.from_dict({"lr": "fast"})
