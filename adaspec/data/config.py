@@ -50,6 +50,12 @@ class DataConfig(ConfigBase):
         None, help="held-out data, same forms as `source`; None reuses `source`"
     )
     eval_split: str = cfg_field("test", help="split of the held-out data")
+    eval_holdout: int | None = cfg_field(
+        None,
+        help="hold out the LAST N records of source/split as the eval set and train on the rest "
+        "(for a source with a single split, e.g. Alpaca or a local XSUM file); overrides "
+        "eval_source / eval_split",
+    )
     max_length: int = cfg_field(
         512, help="longest training sequence in tokens (BOS, prompt, response and EOS)"
     )
@@ -80,7 +86,7 @@ class DataConfig(ConfigBase):
         check_choice("truncation_side", self.truncation_side, ("right", "left"))
         check_choice("synthetic_kind", self.synthetic_kind, ("mixed", *KINDS))
         check_range("max_length", self.max_length, 2, hint="it counts BOS, prompt, response, EOS")
-        for name in ("max_train_examples", "max_eval_examples"):
+        for name in ("max_train_examples", "max_eval_examples", "eval_holdout"):
             value = getattr(self, name)
             if value is not None:
                 check_range(name, value, 1, hint="use null to keep all examples")
@@ -139,6 +145,8 @@ def load_task(config: DataConfig, split: str = "train") -> list[Example]:
         raise ConfigError(f"load_task split must be 'train' or 'eval', got {split!r}")
     if config.task == "synthetic" and config.source is None:
         return _synthetic(config, split)
+    if config.eval_holdout:
+        return _holdout(config, split)
     if split == "train":
         source = _resolve_source(config, config.source)
         data_split, limit = config.split, config.max_train_examples
@@ -154,6 +162,27 @@ def load_task(config: DataConfig, split: str = "train") -> list[Example]:
                 source,
                 data_split,
             )
+    return _load_formatted(config, source, data_split, limit)
+
+
+def _holdout(config: DataConfig, split: str) -> list[Example]:
+    """Split one source into training records and the last ``eval_holdout`` held-out records."""
+    source = _resolve_source(config, config.source)
+    examples = _load_formatted(config, source, config.split, None)
+    n = int(config.eval_holdout or 0)
+    if n >= len(examples):
+        raise DataError(
+            f"data.eval_holdout={n} leaves no training example: {source} (split "
+            f"{config.split!r}) holds {len(examples)}; use a smaller eval_holdout"
+        )
+    part = examples[:-n] if split == "train" else examples[-n:]
+    limit = config.max_train_examples if split == "train" else config.max_eval_examples
+    return part[:limit] if limit else part
+
+
+def _load_formatted(
+    config: DataConfig, source: str, data_split: str, limit: int | None
+) -> list[Example]:
     formatter = get_formatter(config.task, config.prompt_field, config.response_field)
     is_mbpp = config.task == "mbpp" and data_split in MBPP_SPLITS
     records = load_records(

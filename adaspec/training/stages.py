@@ -8,6 +8,7 @@ atomically with the resolved config beside it.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str
     kwargs: dict[str, Any] = {}
     if optim.disable_tqdm is not None:
         kwargs["disable_tqdm"] = optim.disable_tqdm
+    if optim.gradient_checkpointing:
+        kwargs["activation_checkpointing"] = True
     return TrainingArguments(
         output_dir=str(output_dir),
         run_name=run_name,
@@ -72,7 +75,6 @@ def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str
         max_grad_norm=optim.max_grad_norm,
         bf16=optim.bf16,
         fp16=optim.fp16,
-        gradient_checkpointing=optim.gradient_checkpointing,
         logging_steps=optim.logging_steps,
         save_strategy="steps",
         save_steps=optim.save_steps,
@@ -80,6 +82,7 @@ def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str
         report_to=report_to,
         deepspeed=optim.deepspeed,
         dataloader_num_workers=optim.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=optim.seed,
         data_seed=optim.seed,
         remove_unused_columns=False,
@@ -157,4 +160,7 @@ def run_stage(
     trained = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.args.should_save:
         save_final(trained, output_dir, tokenizer=tokenizer, config=config)
+        tmp = output_dir / "trainer_state.json.tmp"
+        trainer.state.save_to_json(str(tmp))
+        os.replace(tmp, output_dir / "trainer_state.json")
     return trained.eval()

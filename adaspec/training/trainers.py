@@ -28,15 +28,25 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 class StatsLoggingMixin:
-    """Averages the loss module's statistics between logging steps and adds them to the logs."""
+    """Averages the loss module's statistics between logging steps and adds them to the logs.
+
+    Also logs ``adaspec/gradient_tokens``: the running total of tokens that carried gradient on
+    this process (restored from the log history on resume), the budget that the equal-tokens
+    comparison is about.
+    """
 
     _stat_prefix = "adaspec/"
+    _gradient_tokens: float | None = None
 
     def _init_stats(self) -> None:
         self._stat_sums: dict[str, float] = defaultdict(float)
         self._stat_count = 0
 
     def _record_stats(self, stats: dict[str, float]) -> None:
+        if self._gradient_tokens is None:
+            history = [h for h in self.state.log_history if "adaspec/gradient_tokens" in h]  # type: ignore[attr-defined]
+            self._gradient_tokens = history[-1]["adaspec/gradient_tokens"] if history else 0.0
+        self._gradient_tokens += float(stats.get("num_kept", 0.0))
         for key, value in stats.items():
             self._stat_sums[key] += float(value)
         self._stat_count += 1
@@ -45,6 +55,7 @@ class StatsLoggingMixin:
         if self._stat_count and "loss" in logs:
             for key, total in self._stat_sums.items():
                 logs[self._stat_prefix + key] = round(total / self._stat_count, 6)
+            logs[self._stat_prefix + "gradient_tokens"] = self._gradient_tokens
             self._init_stats()
         super().log(logs, *args, **kwargs)  # type: ignore[misc]
 

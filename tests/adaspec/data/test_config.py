@@ -93,3 +93,18 @@ def test_load_task_without_source_uses_hub_name(monkeypatch):
     examples = load_task(DataConfig(task="gsm8k"), "eval")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert examples[0].meta["answer"] == "4"
+
+
+def test_load_task_eval_holdout_splits_one_source(tmp_path):
+    import json
+
+    from adaspec.data import DataConfig, DataError, load_task
+
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps({"document": f"doc {i}", "summary": f"s {i}"}) + "\n" for i in range(10)))
+    cfg = DataConfig(task="xsum", source=str(path), eval_holdout=3)
+    train, held = load_task(cfg, "train"), load_task(cfg, "eval")
+    assert [e.response for e in held] == ["s 7", "s 8", "s 9"]
+    assert len(train) == 7 and not {e.prompt for e in train} & {e.prompt for e in held}
+    with pytest.raises(DataError, match="eval_holdout=10 leaves no training example"):
+        load_task(DataConfig(task="xsum", source=str(path), eval_holdout=10), "train")

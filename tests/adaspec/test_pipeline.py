@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import yaml
+
+from adaspec.cli import main
+from adaspec.pipeline import draft_runs, run_pipeline
+from adaspec.pipeline_config import PipelineConfig
+
+TINY = {
+    "seed": 0,
+    "tokenizer": {"bpe_vocab_size": 300},
+    "data": {"task": "synthetic", "num_synthetic_train": 48, "num_synthetic_eval": 3, "max_length": 96},
+    "target": {
+        "model": {"family": "gpt_neox", "hidden_size": 32, "num_layers": 2, "num_heads": 4},
+        "optim": {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True},
+    },
+    "draft_model": {"family": "gpt_neox", "hidden_size": 16, "num_layers": 1, "num_heads": 2},
+    "reference": {"optim": {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}},
+    "draft": {"loss": {"k": 0.5}, "budget": {"modes": ["equal_steps", "equal_tokens"]}},
+    "evaluation": {"num_examples": 2, "gamma": 3, "max_new_tokens": 12},
+}
+
+
+def _config(tmp_path, **changes):
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["output_dir"] = str(tmp_path / "run")
+    data.update(changes)
+    return PipelineConfig.from_dict(data)
+
+
+def test_draft_runs_equal_tokens_adds_compute_matched_baseline(tmp_path):
+    runs = draft_runs(_config(tmp_path))
+    assert set(runs) == {"adaspec-equal_steps", "adaspec-equal_tokens", "distillspec-equal_tokens"}
+    assert runs["adaspec-equal_steps"][1].epochs == 1
+    assert runs["adaspec-equal_tokens"][1].epochs == pytest.approx(2.0)  # 1 / k
+    assert runs["distillspec-equal_tokens"][1] == runs["adaspec-equal_tokens"][1]
+    assert runs["distillspec-equal_tokens"][0] == "distillspec"
+
+
+def test_pipeline_end_to_end_then_resume_skips(tmp_path):
+    cfg = _config(tmp_path)
+    result = run_pipeline(cfg)
+    out = tmp_path / "run"
+    for name in ("target", "reference", "adaspec-equal_steps", "adaspec-equal_tokens", "distillspec-equal_tokens"):
+        assert (out / name / "config.json").exists(), name
+        saved = yaml.safe_load((out / name / "adaspec_config.yaml").read_text())
+        assert saved["draft"]["loss"]["k"] == 0.5
+    comparison = result["comparison"]
+    assert set(comparison["drafts"]) == {
+        "distillspec-equal_steps", "adaspec-equal_steps", "adaspec-equal_tokens", "distillspec-equal_tokens"
+    }
+    for name, d in comparison["drafts"].items():
+        assert d["identical_to_target"], name
+        assert 0.0 <= d["alpha"] <= 1.0
+    steps = {r["draft"]: r["steps"] for r in comparison["table"]}
+    assert steps["adaspec-equal_tokens"] == steps["distillspec-equal_tokens"] > steps["adaspec-equal_steps"]
+    assert (out / "comparison.md").read_text().count("\n") >= 6
+    assert json.loads((out / "reference" / "trainer_state.json").read_text())["global_step"] > 0
+    again = run_pipeline(cfg)
+    assert again["stage_seconds"] == {}
+
+
+def test_cli_pipeline_rejects_unknown_key(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    data = dict(TINY, output_dir=str(tmp_path / "run"))
+    data["draft"] = {"loss": {"kk": 0.4}}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["pipeline", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'draft.loss.kk'" in err and "did you mean 'k'" in err
+
+
+def test_cli_train_draft_without_reference_says_which_stage(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(TINY, output_dir=str(tmp_path / "run"))))
+    assert main(["train", "draft", str(path)]) == 2
+    assert "run that stage first" in capsys.readouterr().err
+
+
+def test_cli_config_lists_fields(capsys):
+    assert main(["config", "pipeline"]) == 0
+    out = capsys.readouterr().out
+    assert "bpe_vocab_size" in out and "k: 0.4" in out
