@@ -1,0 +1,186 @@
+"""``transformers.Trainer`` for EAGLE heads (so ``accelerate launch`` and DeepSpeed configs work).
+
+The trained module is :class:`HeadTrainingModule` (the head plus its training-time forward); the
+frozen target and the optional frozen reference head live beside it on the trainer. The loss is
+computed in :meth:`EagleTrainer.compute_loss` with the pure functions of
+:mod:`adaspec_eagle.losses`. Checkpoints hold only the head (``config.json`` +
+``model.safetensors``), plus the optimizer/scheduler/RNG state Trainer needs to resume.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import Trainer
+
+from adaspec_eagle.checkpoint import WEIGHTS_NAME, save_head
+from adaspec_eagle.features import features_from_batch
+from adaspec_eagle.heads import Eagle1Head, Eagle3Head
+from adaspec_eagle.losses import EagleLossOutput, eagle1_loss, eagle3_loss
+from adaspec_eagle.unroll import eagle1_forward, eagle3_targets, eagle3_unroll
+
+
+@dataclass
+class LossSettings:
+    """How the head's loss is computed (``k = 1`` or no reference head: plain EAGLE)."""
+
+    k: float = 1.0
+    divergence: str = "forward_kl"
+    scope: str = "batch"
+    v_w: float = 1.0
+    p_w: float = 0.1
+    ttt_steps: int = 7
+    decay: float = 0.8
+    noise: float = 0.0
+
+
+class HeadTrainingModule(nn.Module):
+    """Wraps a head so the wrapped module's ``forward`` runs its whole training-time pass."""
+
+    def __init__(self, head: Eagle1Head | Eagle3Head, settings: LossSettings) -> None:
+        super().__init__()
+        self.head = head
+        self.settings = settings
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        loss_mask: torch.Tensor,
+        aux: torch.Tensor | None = None,
+    ) -> Any:
+        """EAGLE-1: :class:`~adaspec_eagle.unroll.Eagle1Outputs`; EAGLE-3: logits per TTT step."""
+        return head_pass(
+            self.head, self.settings, hidden, input_ids, attention_mask, loss_mask, aux
+        )
+
+
+def head_pass(
+    head: Eagle1Head | Eagle3Head,
+    settings: LossSettings,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    aux: torch.Tensor | None = None,
+) -> Any:
+    """One training-time pass of either head kind (see :mod:`adaspec_eagle.unroll`)."""
+    if isinstance(head, Eagle3Head):
+        return eagle3_unroll(
+            head, aux, input_ids, attention_mask, settings.ttt_steps, noise=settings.noise
+        )
+    return eagle1_forward(head, hidden, input_ids, loss_mask, attention_mask, noise=settings.noise)
+
+
+def head_loss(
+    head: Eagle1Head | Eagle3Head,
+    out: Any,
+    target_logits: torch.Tensor,
+    loss_mask: torch.Tensor,
+    settings: LossSettings,
+    ref_out: Any = None,
+) -> EagleLossOutput:
+    """Compute the loss of one head pass (AdaSPEC-filtered when ``ref_out`` is given)."""
+    if isinstance(head, Eagle3Head):
+        targets = eagle3_targets(head, target_logits, loss_mask, len(out))
+        return eagle3_loss(
+            out,
+            targets,
+            ref_out,
+            k=settings.k,
+            decay=settings.decay,
+            divergence=settings.divergence,
+            scope=settings.scope,
+        )
+    return eagle1_loss(
+        out.pred_features,
+        out.target_features,
+        out.logits,
+        out.target_logits,
+        out.loss_mask,
+        ref_logits=ref_out.logits if ref_out is not None else None,
+        k=settings.k,
+        v_w=settings.v_w,
+        p_w=settings.p_w,
+        divergence=settings.divergence,
+        scope=settings.scope,
+    )
+
+
+class EagleTrainer(Trainer):
+    """Trainer of one head; ``target`` (frozen) makes features online, ``ref_head`` filters."""
+
+    def __init__(
+        self,
+        *args: Any,
+        target: nn.Module,
+        settings: LossSettings,
+        ref_head: Eagle1Head | Eagle3Head | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.target = target.to(self.args.device)
+        self.ref_head = None
+        if ref_head is not None:
+            self.ref_head = ref_head.to(self.args.device).eval()
+            self.ref_head.requires_grad_(False)
+        self.settings = settings
+        self._extra: dict[str, list[float]] = {}
+
+    @property
+    def head(self) -> Eagle1Head | Eagle3Head:
+        """The head being trained (unwrapped)."""
+        return self.accelerator.unwrap_model(self.model).head
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """Target features (online or dumped), head pass, reference pass, loss."""
+        head = self.head
+        aux_layers = head.aux_layers if isinstance(head, Eagle3Head) else None
+        feats = features_from_batch(self.target, inputs, aux_layers)
+        hidden = feats.hidden.to(head.fc.weight.dtype)
+        aux = feats.aux.to(head.fc.weight.dtype) if feats.aux is not None else None
+        args = (hidden, feats.input_ids, feats.attention_mask, feats.loss_mask, aux)
+        out = model(*args)
+        ref_out = None
+        if self.ref_head is not None and self.settings.k < 1.0:
+            with torch.no_grad():
+                ref_out = head_pass(self.ref_head, self.settings, *args)
+        res = head_loss(head, out, feats.logits, feats.loss_mask, self.settings, ref_out)
+        self._extra.setdefault("ploss", []).append(float(res.ploss.detach()))
+        if res.vloss is not None:
+            self._extra.setdefault("vloss", []).append(float(res.vloss.detach()))
+        self._extra.setdefault("acc", []).append(res.acc[0])
+        return (res.loss, res) if return_outputs else res.loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the mean ploss / vloss / step-0 accuracy since the last log."""
+        if "loss" in logs:
+            for key, values in self._extra.items():
+                if values:
+                    logs[key] = sum(values) / len(values)
+            self._extra = {}
+        super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            save_head(self.head, output_dir, state_dict=state_dict)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None):
+        path = os.path.join(resume_from_checkpoint, WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: cannot resume the head from it")
+        state = load_file(path, device=str(self.args.device))
+        self.head.load_state_dict(state, strict=True)
