@@ -80,7 +80,7 @@ def compare_drafts(
         rows[name]["steps"] = budget.get("steps")
         rows[name]["grad_tokens"] = budget.get("grad_tokens")
     columns = {k: v.format(gamma=ev.gamma) for k, v in COLUMNS.items()}
-    quality_keys = sorted({k for r in rows.values() for k in r if k.startswith(("accuracy", "pass", "rouge"))})
+    quality_keys = sorted({k for r in rows.values() for k in r if k.startswith(("accuracy", "pass", "rouge", "exact_match"))})
     columns.update({k: k for k in quality_keys})
     table = markdown_table(list(rows.values()), columns)
     results["markdown"] = table

@@ -32,6 +32,7 @@ from adaspec.pipeline_config import PipelineConfig
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
 from adaspec.training.config import scaled_optim
 from adaspec.training.stages import build_or_load_model, run_stage
+from adaspec.training.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
 STAGES = ("target", "reference", "draft")
@@ -93,6 +94,18 @@ class Pipeline:
         self.truncation = report
         self.train_dataset = to_hf_dataset(features)
         self.collator = DataCollatorForCompletion(self.tokenizer)
+        self._teacher_cache: TeacherCache | None = None
+
+    def teacher_cache(self, target) -> TeacherCache | None:
+        """The target's logits on the training set, built on first use when the config asks."""
+        if self.config.teacher_cache and self._teacher_cache is None:
+            start = time.perf_counter()
+            self._teacher_cache = TeacherCache.build(
+                target, self.train_dataset, self.collator, vocab_size=len(self.tokenizer),
+                batch_size=self.config.reference.optim.per_device_batch_size,
+            )
+            self.timings["teacher_cache"] = time.perf_counter() - start
+        return self._teacher_cache
 
     def _load(self, name: str):
         return load_model(str(self.out / name)).eval()
@@ -148,7 +161,7 @@ class Pipeline:
                 "reference", self._load("draft_init"), self.tokenizer, self.train_dataset,
                 cfg.optim.replace(seed=self.config.seed), folder, data_collator=self.collator,
                 target_model=target, loss=cfg.loss.replace(k=1.0), config=self.config,
-                resume=self.resume,
+                resume=self.resume, teacher_cache=self.teacher_cache(target),
             )
 
         return self._stage("reference", train)
@@ -166,6 +179,7 @@ class Pipeline:
                     "draft", self._load("draft_init"), self.tokenizer, self.train_dataset, optim,
                     folder, data_collator=self.collator, target_model=target, ref_model=ref,
                     loss=loss, config=self.config, resume=self.resume,
+                    teacher_cache=self.teacher_cache(target),
                 )
 
             trained[name] = self._stage(name, train)

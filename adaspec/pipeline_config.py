@@ -76,6 +76,11 @@ class PipelineConfig(ConfigBase):
 
     output_dir: str = cfg_field("runs/adaspec", help="folder for every stage's model and the results")
     seed: int = cfg_field(0, help="seed of the fresh models' weights and the data order")
+    teacher_cache: bool = cfg_field(
+        False,
+        help="run the target once over the training set and reuse its logits in every distillation "
+        "stage (exact; holds response tokens x vocabulary x 4 bytes of host memory)",
+    )
     tokenizer: TokenizerConfig = cfg_field(TokenizerConfig, help="the shared tokenizer")
     data: DataConfig = cfg_field(DataConfig, help="training and held-out data")
     target: TargetStageConfig = cfg_field(TargetStageConfig, help="stage 1")

@@ -18,7 +18,9 @@ class DataCollatorForCompletion:
 
     ``input_ids`` are padded with the pad id, ``labels`` with ``-100`` and ``attention_mask``
     with 0, on the right by default (what training with causal-LM labels expects; positions are
-    then ``0..n-1`` without help). Keys other than these three are dropped.
+    then ``0..n-1`` without help). An ``example_index`` (an int per feature, which the cached-teacher
+    path of the trainers uses to find each example's precomputed target logits) is passed through
+    as a ``[batch]`` tensor; other keys are dropped.
 
     Attributes:
         tokenizer: Source of the pad id (``pad_token_id``, else ``eos_token_id``) when
@@ -102,6 +104,8 @@ class DataCollatorForCompletion:
                         "feature; build features with adaspec.data.tokenize_examples"
                     )
             batch["labels"] = self._pad(labels, length, self.label_pad_token_id)
+        if "example_index" in features[0]:
+            batch["example_index"] = torch.tensor([int(f["example_index"]) for f in features])
         return batch
 
 

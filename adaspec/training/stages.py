@@ -19,6 +19,7 @@ from adaspec.config import ConfigBase
 from adaspec.modeling import build_model, load_model, tiny_config
 from adaspec.training.checkpoints import latest_complete_checkpoint, save_final
 from adaspec.training.config import LossConfig, ModelSpec, OptimConfig
+from adaspec.training.teacher_cache import TeacherCache, with_example_index
 from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def run_stage(
     loss: LossConfig | None = None,
     config: ConfigBase | None = None,
     resume: bool = True,
+    teacher_cache: TeacherCache | None = None,
 ) -> PreTrainedModel:
     """Train one stage and save the result to ``output_dir`` (checkpoints in ``output_dir/checkpoints``).
 
@@ -128,6 +130,7 @@ def run_stage(
         loss: The distillation loss settings (reference and draft stages).
         config: The resolved config to save beside the model.
         resume: Continue from the newest complete checkpoint if there is one.
+        teacher_cache: Precomputed target logits for the reference and draft stages.
 
     Returns:
         The trained model.
@@ -135,6 +138,9 @@ def run_stage(
     output_dir = Path(output_dir)
     ckpt_dir = output_dir.with_name(output_dir.name + "-checkpoints")
     args = training_arguments(optim, ckpt_dir, run_name=output_dir.name)
+    if teacher_cache is not None and stage != "target":
+        train_dataset = with_example_index(train_dataset)
+    distill = {"teacher_cache": teacher_cache} if stage != "target" else {}
     common = dict(
         model=model,
         args=args,
@@ -147,12 +153,16 @@ def run_stage(
     elif stage == "reference":
         if target_model is None:
             raise ValueError("the reference stage needs target_model")
-        trainer = KDTrainer(**common, target_model=target_model, loss_config=(loss or LossConfig()).replace(k=1.0))
+        trainer = KDTrainer(
+            **common, **distill, target_model=target_model,
+            loss_config=(loss or LossConfig()).replace(k=1.0),
+        )
     elif stage == "draft":
         if target_model is None:
             raise ValueError("the draft stage needs target_model (and ref_model for AdaSPEC)")
         trainer = AdaSPECTrainer(
-            **common, target_model=target_model, ref_model=ref_model, loss_config=loss or LossConfig()
+            **common, **distill, target_model=target_model, ref_model=ref_model,
+            loss_config=loss or LossConfig(),
         )
     else:
         raise ValueError(f"stage must be 'target', 'reference' or 'draft', got {stage!r}")

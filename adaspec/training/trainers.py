@@ -22,6 +22,8 @@ from adaspec.modeling import check_same_vocabulary
 from adaspec.training.checkpoints import CheckpointCommitMixin
 from adaspec.training.config import LossConfig
 from adaspec.training.frozen import deepspeed_zero_stage, prepare_frozen_model
+from adaspec.training.teacher_cache import INDEX_KEY as TEACHER_INDEX
+from adaspec.training.teacher_cache import TeacherCache
 
 IGNORE_INDEX = -100
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -74,6 +76,8 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             every response token (plain KD, DistillSpec).
         k: Kept fraction in (0, 1]; overrides ``loss_config.k`` when given.
         loss_config: Divergence, temperature, selection scope, reduction and chunking.
+        teacher_cache: Precomputed target logits (:class:`TeacherCache`); the batches then carry
+            ``example_index`` and the target is not run during training.
         **kwargs: Passed to ``transformers.Trainer``.
 
     Raises:
@@ -87,6 +91,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         ref_model: nn.Module | None = None,
         k: float | None = None,
         loss_config: LossConfig | None = None,
+        teacher_cache: TeacherCache | None = None,
         **kwargs: Any,
     ) -> None:
         if target_model is None:
@@ -105,6 +110,12 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
                 "loss.chunked=true needs whole lm_head weights, which ZeRO-3 partitions: "
                 "use ZeRO stage 1 or 2, or set loss.chunked=false"
             )
+        if teacher_cache is not None and (loss_config.chunked or loss_config.scope == "sequence"):
+            raise ValueError(
+                "teacher_cache works on the flat list of response tokens: use loss.chunked=false "
+                "and loss.scope 'batch' or 'global' with it"
+            )
+        self.teacher_cache = teacher_cache
         self.target_model = prepare_frozen_model(target_model, self)
         self.ref_model = prepare_frozen_model(ref_model, self) if ref_model is not None else None
         self.k = loss_config.k
@@ -125,6 +136,8 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
         if self.loss_config.chunked:
             outputs, result = self._chunked_loss(model, model_inputs, labels, num_items_in_batch)
+        elif self.teacher_cache is not None:
+            outputs, result = self._cached_loss(model, inputs, model_inputs, num_items_in_batch)
         else:
             outputs = model(**model_inputs, use_cache=False)
             with torch.no_grad():
@@ -156,6 +169,38 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         if model.training:
             self._record_stats(result.stats)
         return (loss, outputs) if return_outputs else loss
+
+    def _cached_loss(self, model, inputs, model_inputs, num_items_in_batch):
+        if TEACHER_INDEX not in inputs:
+            raise ValueError(
+                f"teacher_cache is set but the batch has no {TEACHER_INDEX!r}: build the dataset with "
+                "adaspec.training.teacher_cache.with_example_index"
+            )
+        v = self.vocab_size
+        outputs = model(**model_inputs, use_cache=False)
+        draft_logits, valid = shift_for_causal_lm(outputs.logits[..., :v], inputs["labels"], IGNORE_INDEX)
+        draft_flat = draft_logits[valid]
+        target_flat = self.teacher_cache.gather(inputs[TEACHER_INDEX], device=draft_flat.device)
+        if target_flat.shape != draft_flat.shape:
+            raise ValueError(
+                f"cached target logits {tuple(target_flat.shape)} do not match this batch's response "
+                f"tokens {tuple(draft_flat.shape)}: the dataset changed since the cache was built; "
+                "rebuild it"
+            )
+        ref_flat = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref_logits = self.ref_model(**model_inputs, use_cache=False).logits
+            ref_flat = ref_logits[:, :-1, :v][valid]
+        result = adaspec_token_loss(
+            draft_flat,
+            target_flat,
+            ref_flat,
+            torch.ones(draft_flat.shape[0], dtype=torch.bool, device=draft_flat.device),
+            num_items_in_batch=num_items_in_batch,
+            **self.loss_config.loss_kwargs(),
+        )
+        return outputs, result
 
     def _last_hidden(self, model: nn.Module, model_inputs: dict[str, torch.Tensor]):
         # logits_to_keep=1 computes the lm_head for one position only; the loss takes the weights.

@@ -61,6 +61,21 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
     assert again["stage_seconds"] == {}
 
 
+def test_pipeline_teacher_cache_gives_same_drafts(tmp_path):
+    import torch
+
+    from adaspec.modeling import load_model
+
+    online = run_pipeline(_config(tmp_path / "a", evaluation={"enabled": False}))
+    cached = run_pipeline(_config(tmp_path / "b", evaluation={"enabled": False}, teacher_cache=True))
+    assert "teacher_cache" in cached["stage_seconds"] and "teacher_cache" not in online["stage_seconds"]
+    for name in ("reference", "adaspec-equal_steps"):
+        a = load_model(str(tmp_path / "a" / "run" / name)).state_dict()
+        b = load_model(str(tmp_path / "b" / "run" / name)).state_dict()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+
+
 def test_cli_pipeline_rejects_unknown_key(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     data = dict(TINY, output_dir=str(tmp_path / "run"))

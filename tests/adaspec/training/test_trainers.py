@@ -148,3 +148,48 @@ def test_adaspec_trainer_rejects_bad_k(tmp_path, tiny_tokenizer, dataset, k):
             processing_class=tiny_tokenizer, target_model=make_tiny_model(vocab_size=n),
             ref_model=make_tiny_model(vocab_size=n), k=k,
         )
+
+
+def test_adaspec_trainer_teacher_cache_equals_online_target(tmp_path, tiny_tokenizer, dataset):
+    from adaspec.training.teacher_cache import TeacherCache, with_example_index
+
+    n = len(tiny_tokenizer)
+    target = make_tiny_model(seed=1, vocab_size=n + 4)
+    ref, draft = make_tiny_model(seed=2, vocab_size=n), make_tiny_model(seed=3, vocab_size=n)
+    collator = DataCollatorForCompletion(tiny_tokenizer)
+    indexed = with_example_index(dataset)
+    cache = TeacherCache.build(target, dataset, collator, batch_size=5, vocab_size=n, progress=False)
+    assert len(cache) == len(dataset)
+    batch = dict(collator([indexed[i] for i in (3, 0, 7, 5)]))
+    assert batch["example_index"].tolist() == [3, 0, 7, 5]
+    losses = []
+    for teacher_cache in (None, cache):
+        trainer = AdaSPECTrainer(
+            model=draft, args=_args(tmp_path), train_dataset=indexed, data_collator=collator,
+            processing_class=tiny_tokenizer, target_model=target, ref_model=ref, k=0.4,
+            teacher_cache=teacher_cache,
+        )
+        losses.append(trainer.compute_loss(draft, dict(batch), num_items_in_batch=torch.tensor(300)))
+    torch.testing.assert_close(losses[0], losses[1])
+    # A batch whose examples do not match the cache is refused.
+    bad = dict(batch, example_index=torch.tensor([0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="dataset changed"):
+        trainer.compute_loss(draft, bad)
+
+
+def test_adaspec_trainer_teacher_cache_trains(tmp_path, tiny_tokenizer, dataset):
+    from adaspec.training.teacher_cache import TeacherCache, with_example_index
+
+    n = len(tiny_tokenizer)
+    target, ref = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
+    draft = make_tiny_model(seed=3, vocab_size=n).train()
+    collator = DataCollatorForCompletion(tiny_tokenizer)
+    cache = TeacherCache.build(target, dataset, collator, vocab_size=n, progress=False)
+    before = _params(draft)
+    trainer = AdaSPECTrainer(
+        model=draft, args=_args(tmp_path), train_dataset=with_example_index(dataset),
+        data_collator=collator, processing_class=tiny_tokenizer, target_model=target,
+        ref_model=ref, k=0.4, teacher_cache=cache,
+    )
+    trainer.train()
+    assert _changed(before, draft)
