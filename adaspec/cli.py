@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            raise
         print(f"adaspec: error: {err}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,7 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from adaspec.config import save_config
+from adaspec.eval.report import write_json
 from adaspec.data import DataCollatorForCompletion, load_task, to_hf_dataset, tokenize_examples
 from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
 from adaspec.pipeline_config import PipelineConfig
@@ -204,6 +205,11 @@ class Pipeline:
             check_same_vocabulary({"target": target, **candidates}, self.tokenizer)
             result["comparison"] = compare_drafts(
                 target, candidates, self.tokenizer, self.eval_examples, self.config, self.out
+            )
+        if self.state.is_main_process:
+            write_json(
+                {"stages": list(stages), "stage_seconds": self.timings, "truncation": vars(self.truncation)},
+                self.out / f"pipeline_{'-'.join(stages)}.json",
             )
         return result
 

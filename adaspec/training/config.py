@@ -96,7 +96,7 @@ class LossConfig(ConfigBase):
     scope: str = cfg_field("batch", help="where the top-k threshold is taken: batch (paper), sequence, global")
     reduction: str = cfg_field("sum", help="sum: Σ kept / num_items_in_batch (paper); mean: mean over kept")
     chunked: bool = cfg_field(False, help="memory-efficient path: never hold [tokens x vocab] logits whole")
-    chunk_size: int = cfg_field(2048, help="tokens per chunk on the chunked path")
+    chunk_size: int = cfg_field(1024, help="tokens per chunk on the chunked path (1024: 6.5% of the naive peak at 8192 x 50304, docs/benchmarks.md)")
 
     def validate(self) -> None:
         super().validate()

@@ -1,0 +1,126 @@
+"""The ``adaspec-eagle`` command line: dump features, train heads, export them, benchmark speed.
+
+All argument parsing of the package lives here; each command maps onto a config dataclass and a
+function that can be called from Python as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from adaspec.config import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set k=0.5",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``adaspec-eagle`` command."""
+    parser = argparse.ArgumentParser(
+        prog="adaspec-eagle",
+        description="EAGLE draft heads trained with AdaSPEC, their export, and the tree-decoder benchmark.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dump = sub.add_parser("dump-features", help="dump the target's hidden states to safetensors shards")
+    dump.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
+    _overrides(dump)
+
+    train = sub.add_parser("train", help="train the reference head, then the AdaSPEC head")
+    train.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
+    _overrides(train)
+
+    export = sub.add_parser("export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)")
+    export.add_argument("head", help="folder of a trained head (e.g. runs/eagle/adaspec/final)")
+    export.add_argument("out", help="output folder")
+    export.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as trained)")
+
+    bench = sub.add_parser("bench", help="speed of vanilla, assisted, chain and tree decoding")
+    bench.add_argument("config", help="benchmark YAML config (configs/bench/...)")
+    _overrides(bench)
+    return parser
+
+
+def _run_dump(args: argparse.Namespace) -> int:
+    from adaspec_eagle.train import EagleTrainConfig, dump_features
+
+    dump_features(EagleTrainConfig.from_yaml(args.config, overrides=args.overrides))
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from adaspec_eagle.train import EagleTrainConfig, run_train
+
+    result = run_train(EagleTrainConfig.from_yaml(args.config, overrides=args.overrides))
+    print(json.dumps({"heads": result.heads, "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from adaspec_eagle.checkpoint import load_head
+    from adaspec_eagle.export import export_head
+
+    head = load_head(args.head)
+    kwargs = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
+    path = export_head(head, args.out, **kwargs)
+    print(f"exported {type(head).__name__} to {path}")
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from adaspec_eagle.bench import BenchConfig, run_benchmark
+
+    result = run_benchmark(BenchConfig.from_yaml(args.config, overrides=args.overrides))
+    if isinstance(result, dict) and result.get("markdown"):
+        print(result["markdown"])
+    return 0
+
+
+COMMANDS = {
+    "dump-features": _run_dump,
+    "train": _run_train,
+    "export": _run_export,
+    "bench": _run_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``adaspec-eagle`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            raise
+        print(f"adaspec-eagle: error: {err}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
