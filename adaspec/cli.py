@@ -34,7 +34,8 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``adaspec`` command."""
     parser = argparse.ArgumentParser(
-        prog="adaspec", description="AdaSPEC selective distillation of speculative-decoding drafters."
+        prog="adaspec",
+        description="AdaSPEC selective distillation of speculative-decoding drafters.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -35,7 +35,11 @@ def _training_budget(model_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     state = json.loads(path.read_text())
-    tokens = [h["adaspec/gradient_tokens"] for h in state.get("log_history", []) if "adaspec/gradient_tokens" in h]
+    tokens = [
+        h["adaspec/gradient_tokens"]
+        for h in state.get("log_history", [])
+        if "adaspec/gradient_tokens" in h
+    ]
     return {"steps": state.get("global_step"), "grad_tokens": int(tokens[-1]) if tokens else None}
 
 
@@ -80,7 +84,14 @@ def compare_drafts(
         rows[name]["steps"] = budget.get("steps")
         rows[name]["grad_tokens"] = budget.get("grad_tokens")
     columns = {k: v.format(gamma=ev.gamma) for k, v in COLUMNS.items()}
-    quality_keys = sorted({k for r in rows.values() for k in r if k.startswith(("accuracy", "pass", "rouge", "exact_match"))})
+    quality_keys = sorted(
+        {
+            k
+            for r in rows.values()
+            for k in r
+            if k.startswith(("accuracy", "pass", "rouge", "exact_match"))
+        }
+    )
     columns.update({k: k for k in quality_keys})
     table = markdown_table(list(rows.values()), columns)
     results["markdown"] = table

@@ -18,7 +18,9 @@ from adaspec.pipeline import run_pipeline
 from adaspec.pipeline_config import PipelineConfig
 
 
-def demo_config(output_dir: str = "runs/demo", overrides: list[str] | None = None) -> PipelineConfig:
+def demo_config(
+    output_dir: str = "runs/demo", overrides: list[str] | None = None
+) -> PipelineConfig:
     """The embedded demo config, with ``output_dir`` and ``key=value`` overrides applied."""
     text = resources.files("adaspec").joinpath("resources/demo.yaml").read_text()
     data: dict[str, Any] = yaml.safe_load(text)
@@ -28,6 +30,8 @@ def demo_config(output_dir: str = "runs/demo", overrides: list[str] | None = Non
     return PipelineConfig.from_dict(data)
 
 
-def run_demo(output_dir: str = "runs/demo", overrides: list[str] | None = None, resume: bool = True) -> dict:
+def run_demo(
+    output_dir: str = "runs/demo", overrides: list[str] | None = None, resume: bool = True
+) -> dict:
     """Run the demo pipeline and return its results (the comparison table under ``comparison``)."""
     return run_pipeline(demo_config(output_dir, overrides), resume=resume)

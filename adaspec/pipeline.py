@@ -26,8 +26,8 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from adaspec.config import save_config
-from adaspec.eval.report import write_json
 from adaspec.data import DataCollatorForCompletion, load_task, to_hf_dataset, tokenize_examples
+from adaspec.eval.report import write_json
 from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
 from adaspec.pipeline_config import PipelineConfig
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
@@ -88,7 +88,9 @@ class Pipeline:
                 save_config(config, self.out)
             self.tokenizer = prepare_tokenizer(config, texts)
         features, report = tokenize_examples(
-            train_examples, self.tokenizer, config.data.max_length,
+            train_examples,
+            self.tokenizer,
+            config.data.max_length,
             truncation_side=config.data.truncation_side,
         )
         logger.info("training data: %s", report.summary())
@@ -102,7 +104,10 @@ class Pipeline:
         if self.config.teacher_cache and self._teacher_cache is None:
             start = time.perf_counter()
             self._teacher_cache = TeacherCache.build(
-                target, self.train_dataset, self.collator, vocab_size=len(self.tokenizer),
+                target,
+                self.train_dataset,
+                self.collator,
+                vocab_size=len(self.tokenizer),
                 batch_size=self.config.reference.optim.per_device_batch_size,
             )
             self.timings["teacher_cache"] = time.perf_counter() - start
@@ -137,16 +142,26 @@ class Pipeline:
                 self._save(model, folder)
                 return model
             return run_stage(
-                "target", model, self.tokenizer, self.train_dataset, cfg.optim.replace(seed=self.config.seed),
-                folder, data_collator=self.collator, config=self.config, resume=self.resume,
+                "target",
+                model,
+                self.tokenizer,
+                self.train_dataset,
+                cfg.optim.replace(seed=self.config.seed),
+                folder,
+                data_collator=self.collator,
+                config=self.config,
+                resume=self.resume,
             )
 
         return self._stage("target", train)
 
     def draft_init(self):
         """The initial weights that the reference and every draft start from (saved once)."""
+
         def build(folder: Path):
-            model = build_or_load_model(self.config.draft_model, len(self.tokenizer), seed=self.config.seed + 1)
+            model = build_or_load_model(
+                self.config.draft_model, len(self.tokenizer), seed=self.config.seed + 1
+            )
             self._save(model, folder)
             return model
 
@@ -159,10 +174,18 @@ class Pipeline:
         def train(folder: Path):
             self.draft_init()
             return run_stage(
-                "reference", self._load("draft_init"), self.tokenizer, self.train_dataset,
-                cfg.optim.replace(seed=self.config.seed), folder, data_collator=self.collator,
-                target_model=target, loss=cfg.loss.replace(k=1.0), config=self.config,
-                resume=self.resume, teacher_cache=self.teacher_cache(target),
+                "reference",
+                self._load("draft_init"),
+                self.tokenizer,
+                self.train_dataset,
+                cfg.optim.replace(seed=self.config.seed),
+                folder,
+                data_collator=self.collator,
+                target_model=target,
+                loss=cfg.loss.replace(k=1.0),
+                config=self.config,
+                resume=self.resume,
+                teacher_cache=self.teacher_cache(target),
             )
 
         return self._stage("reference", train)
@@ -171,15 +194,28 @@ class Pipeline:
         """Stage 3: the AdaSPEC draft at each budget, plus compute-matched DistillSpec baselines."""
         trained = {}
         for name, (kind, optim) in draft_runs(self.config).items():
-            loss = self.config.draft.loss if kind == "adaspec" else self.config.draft.loss.replace(k=1.0)
+            loss = (
+                self.config.draft.loss
+                if kind == "adaspec"
+                else self.config.draft.loss.replace(k=1.0)
+            )
             ref = reference if kind == "adaspec" else None
 
             def train(folder: Path, optim=optim, loss=loss, ref=ref):
                 self.draft_init()
                 return run_stage(
-                    "draft", self._load("draft_init"), self.tokenizer, self.train_dataset, optim,
-                    folder, data_collator=self.collator, target_model=target, ref_model=ref,
-                    loss=loss, config=self.config, resume=self.resume,
+                    "draft",
+                    self._load("draft_init"),
+                    self.tokenizer,
+                    self.train_dataset,
+                    optim,
+                    folder,
+                    data_collator=self.collator,
+                    target_model=target,
+                    ref_model=ref,
+                    loss=loss,
+                    config=self.config,
+                    resume=self.resume,
                     teacher_cache=self.teacher_cache(target),
                 )
 
@@ -208,7 +244,11 @@ class Pipeline:
             )
         if self.state.is_main_process:
             write_json(
-                {"stages": list(stages), "stage_seconds": self.timings, "truncation": vars(self.truncation)},
+                {
+                    "stages": list(stages),
+                    "stage_seconds": self.timings,
+                    "truncation": vars(self.truncation),
+                },
                 self.out / f"pipeline_{'-'.join(stages)}.json",
             )
         return result
@@ -222,6 +262,8 @@ class Pipeline:
         return self._load(name)
 
 
-def run_pipeline(config: PipelineConfig, stages: tuple[str, ...] = STAGES, resume: bool = True) -> dict:
+def run_pipeline(
+    config: PipelineConfig, stages: tuple[str, ...] = STAGES, resume: bool = True
+) -> dict:
     """Run ``stages`` of the pipeline described by ``config`` and return the results."""
     return Pipeline(config, resume=resume).run(stages)

@@ -30,7 +30,9 @@ class TargetStageConfig(ConfigBase):
     """Stage 1: the target, fine-tuned with cross-entropy on response tokens."""
 
     model: ModelSpec = cfg_field(ModelSpec, help="the target's checkpoint or fresh architecture")
-    optim: OptimConfig = cfg_field(OptimConfig, help="fine-tuning settings (paper: lr 1e-5, 3 epochs)")
+    optim: OptimConfig = cfg_field(
+        OptimConfig, help="fine-tuning settings (paper: lr 1e-5, 3 epochs)"
+    )
     train: bool = cfg_field(True, help="false: use the target as it is (already fine-tuned)")
 
 
@@ -38,7 +40,9 @@ class TargetStageConfig(ConfigBase):
 class ReferenceStageConfig(ConfigBase):
     """Stage 2: the reference, distilled with plain forward KL; also the DistillSpec baseline."""
 
-    optim: OptimConfig = cfg_field(OptimConfig, help="distillation settings (paper: lr 3e-4, 3 epochs)")
+    optim: OptimConfig = cfg_field(
+        OptimConfig, help="distillation settings (paper: lr 3e-4, 3 epochs)"
+    )
     loss: LossConfig = cfg_field(LossConfig, help="loss settings; k is forced to 1 for this stage")
 
 
@@ -47,7 +51,9 @@ class DraftStageConfig(ConfigBase):
     """Stage 3: the draft, distilled with AdaSPEC's selective loss from the same initial weights."""
 
     loss: LossConfig = cfg_field(LossConfig, help="selective loss (paper: forward KL, k = 0.4)")
-    budget: BudgetConfig = cfg_field(BudgetConfig, help="training budgets relative to the reference")
+    budget: BudgetConfig = cfg_field(
+        BudgetConfig, help="training budgets relative to the reference"
+    )
     optim: OptimConfig | None = cfg_field(
         None, help="base settings of the draft stage; null uses the reference stage's (paper)"
     )
@@ -61,7 +67,9 @@ class CompareConfig(ConfigBase):
     num_examples: int = cfg_field(50, help="held-out examples to evaluate")
     gamma: int = cfg_field(4, help="draft tokens proposed per round for the acceptance rate α")
     max_new_tokens: int = cfg_field(128, help="generation length per example")
-    quality: bool = cfg_field(True, help="score the generated text (GSM8K accuracy, pass@1, ROUGE-L)")
+    quality: bool = cfg_field(
+        True, help="score the generated text (GSM8K accuracy, pass@1, ROUGE-L)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -74,7 +82,9 @@ class CompareConfig(ConfigBase):
 class PipelineConfig(ConfigBase):
     """Everything one AdaSPEC run needs: target, reference, draft(s) and their comparison."""
 
-    output_dir: str = cfg_field("runs/adaspec", help="folder for every stage's model and the results")
+    output_dir: str = cfg_field(
+        "runs/adaspec", help="folder for every stage's model and the results"
+    )
     seed: int = cfg_field(0, help="seed of the fresh models' weights and the data order")
     teacher_cache: bool = cfg_field(
         False,
@@ -85,7 +95,8 @@ class PipelineConfig(ConfigBase):
     data: DataConfig = cfg_field(DataConfig, help="training and held-out data")
     target: TargetStageConfig = cfg_field(TargetStageConfig, help="stage 1")
     draft_model: ModelSpec = cfg_field(
-        ModelSpec, help="initial weights shared by reference and draft (checkpoint or fresh architecture)"
+        ModelSpec,
+        help="initial weights shared by reference and draft (checkpoint or fresh architecture)",
     )
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")

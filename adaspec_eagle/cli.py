@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dump = sub.add_parser("dump-features", help="dump the target's hidden states to safetensors shards")
+    dump = sub.add_parser(
+        "dump-features", help="dump the target's hidden states to safetensors shards"
+    )
     dump.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
     _overrides(dump)
 
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
     _overrides(train)
 
-    export = sub.add_parser("export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)")
+    export = sub.add_parser(
+        "export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)"
+    )
     export.add_argument("head", help="folder of a trained head (e.g. runs/eagle/adaspec/final)")
     export.add_argument("out", help="output folder")
     export.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as trained)")

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from adaspec.eval.report import markdown_table, write_json
 
-ORDER = ["distillspec-equal_steps", "adaspec-equal_steps", "distillspec-equal_tokens", "adaspec-equal_tokens"]
+ORDER = [
+    "distillspec-equal_steps",
+    "adaspec-equal_steps",
+    "distillspec-equal_tokens",
+    "adaspec-equal_tokens",
+]
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -53,7 +58,9 @@ def summarize(runs: list[Path]) -> dict:
     summary = {
         "runs": seeds,
         "drafts": {
-            name: {key: _mean_sd(values) if key != "steps" else values for key, values in row.items()}
+            name: {
+                key: _mean_sd(values) if key != "steps" else values for key, values in row.items()
+            }
             for name, row in per_draft.items()
         },
         "identical_to_target": identical,
@@ -66,7 +73,9 @@ def summarize(runs: list[Path]) -> dict:
 def to_markdown(summary: dict) -> str:
     """The summary as a markdown table (mean ± standard deviation over seeds)."""
     rows = []
-    names = [n for n in ORDER if n in summary["drafts"]] + [n for n in summary["drafts"] if n not in ORDER]
+    names = [n for n in ORDER if n in summary["drafts"]] + [
+        n for n in summary["drafts"] if n not in ORDER
+    ]
     for name in names:
         d = summary["drafts"][name]
         row = {
@@ -100,7 +109,9 @@ def main() -> None:
     """Command-line entry."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path, help="pipeline output folders, one per seed")
-    parser.add_argument("--out", type=Path, required=True, help="folder for summary.json and summary.md")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for summary.json and summary.md"
+    )
     args = parser.parse_args()
     runs = [r for r in args.runs if (r / "comparison" / "results.json").exists()]
     if not runs:

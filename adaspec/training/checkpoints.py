@@ -24,7 +24,9 @@ class CheckpointCommitMixin:
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)  # type: ignore[misc]
         if self.args.should_save:  # type: ignore[attr-defined]
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"  # type: ignore[attr-defined]
+            folder = (
+                Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            )  # type: ignore[attr-defined]
             if folder.is_dir():
                 (folder / COMMIT_MARKER).write_text(str(self.state.global_step))  # type: ignore[attr-defined]
 

@@ -19,16 +19,25 @@ class ModelSpec(ConfigBase):
     """Where a model comes from: a checkpoint, or a fresh architecture built from a config."""
 
     name_or_path: str | None = cfg_field(
-        None, help="hub id or directory for from_pretrained; null builds a fresh model from the fields below"
+        None,
+        help="hub id or directory for from_pretrained; null builds a fresh model from the fields below",
     )
-    family: str = cfg_field("gpt_neox", help="architecture of a fresh model: gpt_neox, llama or qwen2")
+    family: str = cfg_field(
+        "gpt_neox", help="architecture of a fresh model: gpt_neox, llama or qwen2"
+    )
     hidden_size: int = cfg_field(64, help="width of a fresh model")
     num_layers: int = cfg_field(2, help="decoder layers of a fresh model")
     num_heads: int = cfg_field(4, help="attention heads of a fresh model")
-    intermediate_size: int | None = cfg_field(None, help="MLP width of a fresh model (default 4x hidden)")
+    intermediate_size: int | None = cfg_field(
+        None, help="MLP width of a fresh model (default 4x hidden)"
+    )
     max_position_embeddings: int = cfg_field(2048, help="longest position of a fresh model")
-    dtype: str = cfg_field("float32", help="parameter dtype when loading: float32, bfloat16, float16 or auto")
-    attn_implementation: str | None = cfg_field(None, help="eager, sdpa or flash_attention_2 (default: transformers' choice)")
+    dtype: str = cfg_field(
+        "float32", help="parameter dtype when loading: float32, bfloat16, float16 or auto"
+    )
+    attn_implementation: str | None = cfg_field(
+        None, help="eager, sdpa or flash_attention_2 (default: transformers' choice)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -49,9 +58,15 @@ class OptimConfig(ConfigBase):
     """Optimisation and bookkeeping of one training stage (maps onto ``TrainingArguments``)."""
 
     epochs: float = cfg_field(3.0, help="training epochs (paper: 3)")
-    max_steps: int = cfg_field(-1, help="stop after this many optimizer steps (overrides epochs when > 0)")
-    learning_rate: float = cfg_field(3e-4, help="peak learning rate (paper: 3e-4 for reference and draft, 1e-5 target)")
-    lr_scheduler_type: str = cfg_field("constant", help="transformers scheduler name (paper: constant)")
+    max_steps: int = cfg_field(
+        -1, help="stop after this many optimizer steps (overrides epochs when > 0)"
+    )
+    learning_rate: float = cfg_field(
+        3e-4, help="peak learning rate (paper: 3e-4 for reference and draft, 1e-5 target)"
+    )
+    lr_scheduler_type: str = cfg_field(
+        "constant", help="transformers scheduler name (paper: constant)"
+    )
     warmup_ratio: float = cfg_field(0.0, help="fraction of steps for linear warm-up")
     weight_decay: float = cfg_field(0.1, help="AdamW weight decay (paper: 0.1)")
     per_device_batch_size: int = cfg_field(16, help="sequences per device per micro-batch")
@@ -59,7 +74,9 @@ class OptimConfig(ConfigBase):
     max_grad_norm: float = cfg_field(1.0, help="gradient clipping norm")
     bf16: bool = cfg_field(False, help="bfloat16 mixed precision")
     fp16: bool = cfg_field(False, help="float16 mixed precision")
-    gradient_checkpointing: bool = cfg_field(False, help="recompute activations in backward to save memory")
+    gradient_checkpointing: bool = cfg_field(
+        False, help="recompute activations in backward to save memory"
+    )
     logging_steps: int = cfg_field(10, help="log every N optimizer steps")
     save_steps: int = cfg_field(500, help="checkpoint every N optimizer steps (resumable)")
     save_total_limit: int | None = cfg_field(2, help="keep at most this many checkpoints")
@@ -67,7 +84,9 @@ class OptimConfig(ConfigBase):
     deepspeed: str | None = cfg_field(None, help="path to a DeepSpeed JSON config (ZeRO 1/2/3)")
     dataloader_num_workers: int = cfg_field(0, help="data loader worker processes")
     seed: int = cfg_field(0, help="seed for data order and dropout")
-    disable_tqdm: bool | None = cfg_field(None, help="hide the progress bar (default: transformers' choice)")
+    disable_tqdm: bool | None = cfg_field(
+        None, help="hide the progress bar (default: transformers' choice)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -89,18 +108,33 @@ class OptimConfig(ConfigBase):
 class LossConfig(ConfigBase):
     """The distillation loss of the reference and draft stages."""
 
-    k: float = cfg_field(0.4, help="fraction of response tokens kept by ΔL, in (0, 1] (paper: 0.4; 1 = plain KD)")
-    divergence: str = cfg_field("forward_kl", help="per-token divergence: " + ", ".join(DIVERGENCES))
+    k: float = cfg_field(
+        0.4, help="fraction of response tokens kept by ΔL, in (0, 1] (paper: 0.4; 1 = plain KD)"
+    )
+    divergence: str = cfg_field(
+        "forward_kl", help="per-token divergence: " + ", ".join(DIVERGENCES)
+    )
     temperature: float = cfg_field(1.0, help="softmax temperature of both distributions (paper: 1)")
     beta: float = cfg_field(0.5, help="mixing weight of the generalized JSD")
-    scope: str = cfg_field("batch", help="where the top-k threshold is taken: batch (paper), sequence, global")
-    reduction: str = cfg_field("sum", help="sum: Σ kept / num_items_in_batch (paper); mean: mean over kept")
-    chunked: bool = cfg_field(False, help="memory-efficient path: never hold [tokens x vocab] logits whole")
-    chunk_size: int = cfg_field(1024, help="tokens per chunk on the chunked path (1024: 6.5% of the naive peak at 8192 x 50304, docs/benchmarks.md)")
+    scope: str = cfg_field(
+        "batch", help="where the top-k threshold is taken: batch (paper), sequence, global"
+    )
+    reduction: str = cfg_field(
+        "sum", help="sum: Σ kept / num_items_in_batch (paper); mean: mean over kept"
+    )
+    chunked: bool = cfg_field(
+        False, help="memory-efficient path: never hold [tokens x vocab] logits whole"
+    )
+    chunk_size: int = cfg_field(
+        1024,
+        help="tokens per chunk on the chunked path (1024: 6.5% of the naive peak at 8192 x 50304, docs/benchmarks.md)",
+    )
 
     def validate(self) -> None:
         super().validate()
-        check_range("k", self.k, 0.0, 1.0, low_open=True, hint="the paper uses k=0.4; k=1 is plain KD")
+        check_range(
+            "k", self.k, 0.0, 1.0, low_open=True, hint="the paper uses k=0.4; k=1 is plain KD"
+        )
         check_choice("divergence", self.divergence, DIVERGENCES)
         check_range("temperature", self.temperature, 0.0, low_open=True)
         check_range("beta", self.beta, 0.0, 1.0)
@@ -155,7 +189,9 @@ class BudgetConfig(ConfigBase):
         check_choice("draft.budget.token_scaling", self.token_scaling, TOKEN_BUDGET_SCALINGS)
 
 
-def scaled_optim(ref: OptimConfig, k: float, mode: str, token_scaling: str = "steps") -> OptimConfig:
+def scaled_optim(
+    ref: OptimConfig, k: float, mode: str, token_scaling: str = "steps"
+) -> OptimConfig:
     """The draft stage's optimisation settings under budget ``mode``, derived from the reference's.
 
     Args:

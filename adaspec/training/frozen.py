@@ -51,7 +51,11 @@ def prepare_frozen_model(model: nn.Module, trainer: Any) -> nn.Module:
             zero.setdefault("reduce_bucket_size", hidden * hidden)
             zero.setdefault("stage3_param_persistence_threshold", 10 * hidden)
             zero.setdefault("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden))
-        for key in ("reduce_bucket_size", "stage3_param_persistence_threshold", "stage3_prefetch_bucket_size"):
+        for key in (
+            "reduce_bucket_size",
+            "stage3_param_persistence_threshold",
+            "stage3_prefetch_bucket_size",
+        ):
             if zero.get(key) == "auto":
                 zero[key] = 10 * (hidden or 1024) * (hidden or 1024)
         engine, *_ = deepspeed.initialize(model=model, config=config)

@@ -53,7 +53,9 @@ def build_or_load_model(spec: ModelSpec, vocab_size: int, seed: int = 0) -> PreT
     return build_model(config, seed=seed, dtype=dtype)
 
 
-def training_arguments(optim: OptimConfig, output_dir: str | Path, run_name: str) -> TrainingArguments:
+def training_arguments(
+    optim: OptimConfig, output_dir: str | Path, run_name: str
+) -> TrainingArguments:
     """Map a stage's :class:`OptimConfig` onto ``TrainingArguments``."""
     report_to = [r for r in optim.report_to if r != "none"] or "none"
     kwargs: dict[str, Any] = {}
@@ -154,14 +156,19 @@ def run_stage(
         if target_model is None:
             raise ValueError("the reference stage needs target_model")
         trainer = KDTrainer(
-            **common, **distill, target_model=target_model,
+            **common,
+            **distill,
+            target_model=target_model,
             loss_config=(loss or LossConfig()).replace(k=1.0),
         )
     elif stage == "draft":
         if target_model is None:
             raise ValueError("the draft stage needs target_model (and ref_model for AdaSPEC)")
         trainer = AdaSPECTrainer(
-            **common, **distill, target_model=target_model, ref_model=ref_model,
+            **common,
+            **distill,
+            target_model=target_model,
+            ref_model=ref_model,
             loss_config=loss or LossConfig(),
         )
     else:

@@ -178,7 +178,9 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             )
         v = self.vocab_size
         outputs = model(**model_inputs, use_cache=False)
-        draft_logits, valid = shift_for_causal_lm(outputs.logits[..., :v], inputs["labels"], IGNORE_INDEX)
+        draft_logits, valid = shift_for_causal_lm(
+            outputs.logits[..., :v], inputs["labels"], IGNORE_INDEX
+        )
         draft_flat = draft_logits[valid]
         target_flat = self.teacher_cache.gather(inputs[TEACHER_INDEX], device=draft_flat.device)
         if target_flat.shape != draft_flat.shape:
@@ -213,7 +215,9 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         with torch.no_grad():
             _, target_hidden = self._last_hidden(self.target_model, model_inputs)
             ref_hidden = (
-                self._last_hidden(self.ref_model, model_inputs)[1] if self.ref_model is not None else None
+                self._last_hidden(self.ref_model, model_inputs)[1]
+                if self.ref_model is not None
+                else None
             )
 
         def head(m: nn.Module) -> nn.Linear:
@@ -248,6 +252,8 @@ class KDTrainer(AdaSPECTrainer):
 
     def __init__(self, *args: Any, target_model: nn.Module | None = None, **kwargs: Any) -> None:
         if kwargs.get("ref_model") is not None:
-            raise ValueError("KDTrainer takes no ref_model: use AdaSPECTrainer for selective distillation")
+            raise ValueError(
+                "KDTrainer takes no ref_model: use AdaSPECTrainer for selective distillation"
+            )
         kwargs.setdefault("k", 1.0)
         super().__init__(*args, target_model=target_model, **kwargs)

@@ -10,13 +10,30 @@ from adaspec.pipeline_config import PipelineConfig
 TINY = {
     "seed": 0,
     "tokenizer": {"bpe_vocab_size": 300},
-    "data": {"task": "synthetic", "num_synthetic_train": 48, "num_synthetic_eval": 3, "max_length": 96},
+    "data": {
+        "task": "synthetic",
+        "num_synthetic_train": 48,
+        "num_synthetic_eval": 3,
+        "max_length": 96,
+    },
     "target": {
         "model": {"family": "gpt_neox", "hidden_size": 32, "num_layers": 2, "num_heads": 4},
-        "optim": {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True},
+        "optim": {
+            "epochs": 1,
+            "learning_rate": 3e-3,
+            "per_device_batch_size": 16,
+            "disable_tqdm": True,
+        },
     },
     "draft_model": {"family": "gpt_neox", "hidden_size": 16, "num_layers": 1, "num_heads": 2},
-    "reference": {"optim": {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}},
+    "reference": {
+        "optim": {
+            "epochs": 1,
+            "learning_rate": 3e-3,
+            "per_device_batch_size": 16,
+            "disable_tqdm": True,
+        }
+    },
     "draft": {"loss": {"k": 0.5}, "budget": {"modes": ["equal_steps", "equal_tokens"]}},
     "evaluation": {"num_examples": 2, "gamma": 3, "max_new_tokens": 12},
 }
@@ -42,19 +59,32 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
     cfg = _config(tmp_path)
     result = run_pipeline(cfg)
     out = tmp_path / "run"
-    for name in ("target", "reference", "adaspec-equal_steps", "adaspec-equal_tokens", "distillspec-equal_tokens"):
+    for name in (
+        "target",
+        "reference",
+        "adaspec-equal_steps",
+        "adaspec-equal_tokens",
+        "distillspec-equal_tokens",
+    ):
         assert (out / name / "config.json").exists(), name
         saved = yaml.safe_load((out / name / "adaspec_config.yaml").read_text())
         assert saved["draft"]["loss"]["k"] == 0.5
     comparison = result["comparison"]
     assert set(comparison["drafts"]) == {
-        "distillspec-equal_steps", "adaspec-equal_steps", "adaspec-equal_tokens", "distillspec-equal_tokens"
+        "distillspec-equal_steps",
+        "adaspec-equal_steps",
+        "adaspec-equal_tokens",
+        "distillspec-equal_tokens",
     }
     for name, d in comparison["drafts"].items():
         assert d["identical_to_target"], name
         assert 0.0 <= d["alpha"] <= 1.0
     steps = {r["draft"]: r["steps"] for r in comparison["table"]}
-    assert steps["adaspec-equal_tokens"] == steps["distillspec-equal_tokens"] > steps["adaspec-equal_steps"]
+    assert (
+        steps["adaspec-equal_tokens"]
+        == steps["distillspec-equal_tokens"]
+        > steps["adaspec-equal_steps"]
+    )
     assert (out / "comparison.md").read_text().count("\n") >= 6
     assert json.loads((out / "reference" / "trainer_state.json").read_text())["global_step"] > 0
     again = run_pipeline(cfg)
@@ -67,8 +97,13 @@ def test_pipeline_teacher_cache_gives_same_drafts(tmp_path):
     from adaspec.modeling import load_model
 
     online = run_pipeline(_config(tmp_path / "a", evaluation={"enabled": False}))
-    cached = run_pipeline(_config(tmp_path / "b", evaluation={"enabled": False}, teacher_cache=True))
-    assert "teacher_cache" in cached["stage_seconds"] and "teacher_cache" not in online["stage_seconds"]
+    cached = run_pipeline(
+        _config(tmp_path / "b", evaluation={"enabled": False}, teacher_cache=True)
+    )
+    assert (
+        "teacher_cache" in cached["stage_seconds"]
+        and "teacher_cache" not in online["stage_seconds"]
+    )
     for name in ("reference", "adaspec-equal_steps"):
         a = load_model(str(tmp_path / "a" / "run" / name)).state_dict()
         b = load_model(str(tmp_path / "b" / "run" / name)).state_dict()

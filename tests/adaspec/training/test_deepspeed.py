@@ -53,15 +53,31 @@ def _free_port() -> int:
 def test_deepspeed_zero2_draft_stage_one_cpu_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
-               LOCAL_RANK="0", WORLD_SIZE="1", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        OMP_NUM_THREADS="1",
+    )
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "out"), str(ROOT / "configs/deepspeed/zero2.json")],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "out"),
+            str(ROOT / "configs/deepspeed/zero2.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     assert result["zero"] == 2
     assert result["steps"] == 3 and result["changed"]
     assert result["kept"] and all(0.3 < k <= 0.5 for k in result["kept"])

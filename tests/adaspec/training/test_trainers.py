@@ -5,7 +5,12 @@ import torch
 from helpers import make_tiny_model
 from transformers import TrainingArguments
 
-from adaspec.data import DataCollatorForCompletion, make_synthetic_examples, to_hf_dataset, tokenize_examples
+from adaspec.data import (
+    DataCollatorForCompletion,
+    make_synthetic_examples,
+    to_hf_dataset,
+    tokenize_examples,
+)
 from adaspec.losses import adaspec_token_loss, shift_for_causal_lm
 from adaspec.training.config import LossConfig
 from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
@@ -48,8 +53,11 @@ def test_target_trainer_runs_and_updates(tmp_path, tiny_tokenizer, dataset):
     model = make_tiny_model(vocab_size=len(tiny_tokenizer)).train()
     before = _params(model)
     trainer = TargetTrainer(
-        model=model, args=_args(tmp_path), train_dataset=dataset,
-        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
     )
     out = trainer.train()
     assert out.global_step == 3 and _changed(before, model)
@@ -63,9 +71,14 @@ def test_adaspec_trainer_runs_each_family(tmp_path, tiny_tokenizer, dataset, fam
     draft = make_tiny_model(family, seed=3, vocab_size=n).train()
     before = _params(draft)
     trainer = AdaSPECTrainer(
-        model=draft, args=_args(tmp_path), train_dataset=dataset,
-        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
-        target_model=target, ref_model=ref, k=0.4,
+        model=draft,
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+        target_model=target,
+        ref_model=ref,
+        k=0.4,
     )
     trainer.train()
     assert _changed(before, draft)
@@ -79,9 +92,14 @@ def test_adaspec_trainer_loss_matches_loss_module(tmp_path, tiny_tokenizer, data
     target, ref = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
     draft = make_tiny_model(seed=3, vocab_size=n)
     trainer = AdaSPECTrainer(
-        model=draft, args=_args(tmp_path), train_dataset=dataset,
-        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
-        target_model=target, ref_model=ref, k=0.4,
+        model=draft,
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+        target_model=target,
+        ref_model=ref,
+        k=0.4,
     )
     batch = DataCollatorForCompletion(tiny_tokenizer)([dataset[i] for i in range(4)])
     got = trainer.compute_loss(draft, dict(batch), num_items_in_batch=None)
@@ -102,15 +120,21 @@ def test_adaspec_trainer_chunked_equals_plain(tmp_path, tiny_tokenizer, dataset)
     for chunked in (False, True):
         model = copy.deepcopy(draft).train()
         trainer = AdaSPECTrainer(
-            model=model, args=_args(tmp_path), train_dataset=dataset,
-            data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
-            target_model=target, ref_model=ref,
+            model=model,
+            args=_args(tmp_path),
+            train_dataset=dataset,
+            data_collator=DataCollatorForCompletion(tiny_tokenizer),
+            processing_class=tiny_tokenizer,
+            target_model=target,
+            ref_model=ref,
             loss_config=LossConfig(k=0.4, chunked=chunked, chunk_size=37),
         )
         loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(500))
         loss.backward()
         losses.append(loss.detach())
-        grads.append({n_: p.grad.clone() for n_, p in model.named_parameters() if p.grad is not None})
+        grads.append(
+            {n_: p.grad.clone() for n_, p in model.named_parameters() if p.grad is not None}
+        )
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
@@ -120,12 +144,19 @@ def test_adaspec_trainer_chunked_equals_plain(tmp_path, tiny_tokenizer, dataset)
 def test_kd_trainer_keeps_all_tokens(tmp_path, tiny_tokenizer, dataset):
     n = len(tiny_tokenizer)
     trainer = KDTrainer(
-        model=make_tiny_model(seed=3, vocab_size=n).train(), args=_args(tmp_path), train_dataset=dataset,
-        data_collator=DataCollatorForCompletion(tiny_tokenizer), processing_class=tiny_tokenizer,
+        model=make_tiny_model(seed=3, vocab_size=n).train(),
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
         target_model=make_tiny_model(seed=1, vocab_size=n),
     )
     trainer.train()
-    logged = [h["adaspec/kept_fraction"] for h in trainer.state.log_history if "adaspec/kept_fraction" in h]
+    logged = [
+        h["adaspec/kept_fraction"]
+        for h in trainer.state.log_history
+        if "adaspec/kept_fraction" in h
+    ]
     assert logged and all(f == 1.0 for f in logged)
 
 
@@ -133,9 +164,13 @@ def test_adaspec_trainer_rejects_mismatched_vocabulary(tmp_path, tiny_tokenizer,
     n = len(tiny_tokenizer)
     with pytest.raises(ValueError, match="vocabulary mismatch"):
         AdaSPECTrainer(
-            model=make_tiny_model(vocab_size=n), args=_args(tmp_path), train_dataset=dataset,
-            processing_class=tiny_tokenizer, target_model=make_tiny_model(vocab_size=n - 50),
-            ref_model=make_tiny_model(vocab_size=n), k=0.4,
+            model=make_tiny_model(vocab_size=n),
+            args=_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=tiny_tokenizer,
+            target_model=make_tiny_model(vocab_size=n - 50),
+            ref_model=make_tiny_model(vocab_size=n),
+            k=0.4,
         )
 
 
@@ -144,9 +179,13 @@ def test_adaspec_trainer_rejects_bad_k(tmp_path, tiny_tokenizer, dataset, k):
     n = len(tiny_tokenizer)
     with pytest.raises(ValueError, match="k must be in"):
         AdaSPECTrainer(
-            model=make_tiny_model(vocab_size=n), args=_args(tmp_path), train_dataset=dataset,
-            processing_class=tiny_tokenizer, target_model=make_tiny_model(vocab_size=n),
-            ref_model=make_tiny_model(vocab_size=n), k=k,
+            model=make_tiny_model(vocab_size=n),
+            args=_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=tiny_tokenizer,
+            target_model=make_tiny_model(vocab_size=n),
+            ref_model=make_tiny_model(vocab_size=n),
+            k=k,
         )
 
 
@@ -158,18 +197,28 @@ def test_adaspec_trainer_teacher_cache_equals_online_target(tmp_path, tiny_token
     ref, draft = make_tiny_model(seed=2, vocab_size=n), make_tiny_model(seed=3, vocab_size=n)
     collator = DataCollatorForCompletion(tiny_tokenizer)
     indexed = with_example_index(dataset)
-    cache = TeacherCache.build(target, dataset, collator, batch_size=5, vocab_size=n, progress=False)
+    cache = TeacherCache.build(
+        target, dataset, collator, batch_size=5, vocab_size=n, progress=False
+    )
     assert len(cache) == len(dataset)
     batch = dict(collator([indexed[i] for i in (3, 0, 7, 5)]))
     assert batch["example_index"].tolist() == [3, 0, 7, 5]
     losses = []
     for teacher_cache in (None, cache):
         trainer = AdaSPECTrainer(
-            model=draft, args=_args(tmp_path), train_dataset=indexed, data_collator=collator,
-            processing_class=tiny_tokenizer, target_model=target, ref_model=ref, k=0.4,
+            model=draft,
+            args=_args(tmp_path),
+            train_dataset=indexed,
+            data_collator=collator,
+            processing_class=tiny_tokenizer,
+            target_model=target,
+            ref_model=ref,
+            k=0.4,
             teacher_cache=teacher_cache,
         )
-        losses.append(trainer.compute_loss(draft, dict(batch), num_items_in_batch=torch.tensor(300)))
+        losses.append(
+            trainer.compute_loss(draft, dict(batch), num_items_in_batch=torch.tensor(300))
+        )
     torch.testing.assert_close(losses[0], losses[1])
     # A batch whose examples do not match the cache is refused.
     bad = dict(batch, example_index=torch.tensor([0, 0, 0, 0]))
@@ -187,9 +236,15 @@ def test_adaspec_trainer_teacher_cache_trains(tmp_path, tiny_tokenizer, dataset)
     cache = TeacherCache.build(target, dataset, collator, vocab_size=n, progress=False)
     before = _params(draft)
     trainer = AdaSPECTrainer(
-        model=draft, args=_args(tmp_path), train_dataset=with_example_index(dataset),
-        data_collator=collator, processing_class=tiny_tokenizer, target_model=target,
-        ref_model=ref, k=0.4, teacher_cache=cache,
+        model=draft,
+        args=_args(tmp_path),
+        train_dataset=with_example_index(dataset),
+        data_collator=collator,
+        processing_class=tiny_tokenizer,
+        target_model=target,
+        ref_model=ref,
+        k=0.4,
+        teacher_cache=cache,
     )
     trainer.train()
     assert _changed(before, draft)
