@@ -4,6 +4,7 @@ Layout of ``output_dir``::
 
     tokenizer/                 the shared tokenizer
     draft_init/                initial weights shared by the reference and every draft
+                               (after draft_pretrain, when the config asks for it)
     target/                    stage 1 (each model folder holds adaspec_config.yaml)
     reference/                 stage 2: plain KD; also the DistillSpec draft at equal steps
     adaspec-equal_steps/       stage 3 at the reference's schedule
@@ -162,8 +163,21 @@ class Pipeline:
             model = build_or_load_model(
                 self.config.draft_model, len(self.tokenizer), seed=self.config.seed + 1
             )
-            self._save(model, folder)
-            return model
+            pretrain = self.config.draft_pretrain
+            if pretrain is None:
+                self._save(model, folder)
+                return model
+            return run_stage(
+                "target",
+                model,
+                self.tokenizer,
+                self.train_dataset,
+                pretrain.replace(seed=self.config.seed),
+                folder,
+                data_collator=self.collator,
+                config=self.config,
+                resume=self.resume,
+            )
 
         return self._stage("draft_init", build)
 

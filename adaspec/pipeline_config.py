@@ -98,6 +98,12 @@ class PipelineConfig(ConfigBase):
         ModelSpec,
         help="initial weights shared by reference and draft (checkpoint or fresh architecture)",
     )
+    draft_pretrain: OptimConfig | None = cfg_field(
+        None,
+        help="train the fresh draft_model with cross-entropy on the training data before any "
+        "distillation, standing in for a pretrained draft checkpoint (the paper starts reference "
+        "and draft from pretrained Pythia-31M / CodeGen-350M); null: use draft_model as it is",
+    )
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")
     evaluation: CompareConfig = cfg_field(CompareConfig, help="the final comparison")
