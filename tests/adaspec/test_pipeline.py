@@ -132,3 +132,24 @@ def test_cli_config_lists_fields(capsys):
     assert main(["config", "pipeline"]) == 0
     out = capsys.readouterr().out
     assert "bpe_vocab_size" in out and "k: 0.4" in out
+
+
+def test_pipeline_draft_pretrain_trains_the_shared_initialisation(tmp_path):
+    import torch
+
+    from adaspec.modeling import load_model
+    from adaspec.pipeline import Pipeline
+
+    pretrain = {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}
+    pipe = Pipeline(_config(tmp_path, draft_pretrain=pretrain))
+    trained = pipe.draft_init()
+    state = json.loads((tmp_path / "run" / "draft_init" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3  # 48 examples / batch 16
+    fresh = Pipeline(_config(tmp_path / "fresh")).draft_init()
+    changed = [
+        not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values())
+    ]
+    assert any(changed)
+    reloaded = load_model(str(tmp_path / "run" / "draft_init"))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
