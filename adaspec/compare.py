@@ -1,7 +1,8 @@
 """The pipeline's last step: DistillSpec and AdaSPEC drafts side by side on held-out examples.
 
 Every draft is measured with the same evaluation code as ``adaspec eval`` (speculative decoding
-with greedy chain verification, γ tokens a round), and the table states each draft's training
+with greedy chain verification, γ tokens a round), plus its alignment with the target on the
+held-out gold responses (:mod:`adaspec.eval.alignment`), and the table states each draft's training
 budget (optimizer steps and gradient-carrying tokens) so that a gain of the method can be told
 apart from a gain of extra compute.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from adaspec.data import Example
 from adaspec.eval import evaluate_models, markdown_table, write_eval_outputs
+from adaspec.eval.alignment import reference_alignment
 from adaspec.pipeline_config import PipelineConfig
 
 COLUMNS = {
@@ -26,6 +28,8 @@ COLUMNS = {
     "token acceptance": "E[Σ min(p,q)]",
     "greedy agreement": "greedy agreement",
     "identical": "output = target's",
+    "ref_token": "E[Σ min(p,q)] on gold",
+    "ref_agree": "agreement on gold",
 }
 
 
@@ -76,7 +80,14 @@ def compare_drafts(
         max_new_tokens=ev.max_new_tokens,
         quality=ev.quality,
     )
+    heldout = examples[: ev.num_examples]
+    results["reference_alignment"] = reference_alignment(
+        target, drafts, tokenizer, heldout, max_length=config.data.max_length
+    )
     rows = {row["draft"]: row for row in results["table"]}
+    for name, aligned in results["reference_alignment"].items():
+        rows[name]["ref_token"] = aligned["token_acceptance"]
+        rows[name]["ref_agree"] = aligned["greedy_agreement"]
     for name in drafts:
         folder = out / ("reference" if name == "distillspec-equal_steps" else name)
         budget = _training_budget(folder)
