@@ -48,6 +48,9 @@ def summarize(runs: list[Path]) -> dict:
                 row.setdefault(key, []).append(d.get(key))
             for key, value in d.get("quality", {}).items():
                 row.setdefault("quality/" + key, []).append(value)
+            gold = results.get("reference_alignment", {}).get(name, {})
+            row.setdefault("gold_token_acceptance", []).append(gold.get("token_acceptance"))
+            row.setdefault("gold_agreement", []).append(gold.get("greedy_agreement"))
             identical.setdefault(name, []).append(d.get("identical_to_target"))
         timings = {}
         for path in sorted(run.glob("pipeline_*.json")):
@@ -84,6 +87,8 @@ def to_markdown(summary: dict) -> str:
             "alpha": _fmt(d["alpha"]),
             "token": _fmt(d["token_acceptance"]),
             "agree": _fmt(d.get("greedy_agreement", (None, None))),
+            "gold_token": _fmt(d.get("gold_token_acceptance", (None, None))),
+            "gold_agree": _fmt(d.get("gold_agreement", (None, None))),
             "identical": all(summary["identical_to_target"][name]),
         }
         for key, value in d.items():
@@ -96,6 +101,8 @@ def to_markdown(summary: dict) -> str:
         "alpha": "α (γ=4)",
         "token": "E[Σ min(p,q)]",
         "agree": "greedy agreement",
+        "gold_token": "E[Σ min(p,q)] on gold responses",
+        "gold_agree": "agreement on gold responses",
         "identical": "output = target's greedy",
     }
     for row in rows:
