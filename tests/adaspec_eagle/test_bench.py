@@ -1,0 +1,91 @@
+import json
+
+import pytest
+from helpers import make_tiny_model
+
+from adaspec.config import ConfigError
+from adaspec_eagle.bench import run_benchmark
+from adaspec_eagle.bench_config import BenchConfig
+from adaspec_eagle.checkpoint import save_head
+from adaspec_eagle.heads import build_head
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_tokenizer):
+    n = len(tiny_tokenizer)
+    target = make_tiny_model("llama", seed=1, vocab_size=n)
+    target.save_pretrained(tmp_path / "target")
+    tiny_tokenizer.save_pretrained(tmp_path / "target")
+    make_tiny_model("llama", seed=2, vocab_size=n).save_pretrained(tmp_path / "draft")
+    save_head(build_head(target.config, "eagle1"), tmp_path / "head")
+    prompts = tmp_path / "mt.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"question_id": i, "turns": [t, "more"]}) + "\n"
+            for i, t in enumerate(["what is 2 plus 3?", "add 7 and 1."])
+        )
+    )
+    return tmp_path, prompts
+
+
+def test_bench_runs_every_method_and_speculative_is_lossless(setup):
+    tmp_path, prompts = setup
+    config = BenchConfig(
+        target=str(tmp_path / "target"),
+        draft=str(tmp_path / "draft"),
+        prompts=str(prompts),
+        num_prompts=2,
+        max_new_tokens=12,
+        warmup=1,
+        output_dir=str(tmp_path / "out"),
+        methods=[
+            {"name": "vanilla", "kind": "vanilla"},
+            {"name": "assisted", "kind": "assisted"},
+            {"name": "chain", "kind": "speculative", "tree": "chain:3"},
+            {"name": "static", "kind": "speculative", "tree": "static:small_10"},
+            {
+                "name": "dynamic",
+                "kind": "speculative",
+                "tree": "dynamic:depth=3,top_k=2,total_tokens=6",
+            },
+            {
+                "name": "eagle",
+                "kind": "speculative",
+                "drafter": "eagle",
+                "head": str(tmp_path / "head"),
+                "tree": "chain:3",
+            },
+        ],
+    )
+    result = run_benchmark(config)
+    rows = {r["method"]: r for r in result["methods"]}
+    assert rows["vanilla"]["speedup"] == pytest.approx(1.0)
+    assert rows["vanilla"]["target_forwards_per_token"] == 1.0
+    for name in ("assisted", "chain", "static", "dynamic", "eagle"):
+        assert rows[name]["identical_to_vanilla"] == 2, name
+    for name in ("chain", "static", "dynamic", "eagle"):
+        row = rows[name]
+        assert row["tau"] >= 1.0 and row["target_forwards_per_token"] <= 1.0
+        assert row["overhead_ms_per_step"] >= 0.0 and len(row["acceptance_by_depth"]) >= 1
+    for f in ("bench.json", "bench.md", "bench.png"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+    assert "τ" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_bench_config_errors_name_the_field(setup):
+    tmp_path, prompts = setup
+    with pytest.raises(ConfigError, match=r"methods\[1\]\.kind must be one of"):
+        BenchConfig(
+            target="t",
+            draft="d",
+            prompts=str(prompts),
+            methods=[{"name": "v", "kind": "vanilla"}, {"name": "x", "kind": "fast"}],
+        )
+    with pytest.raises(ConfigError, match="needs a standalone draft"):
+        BenchConfig(
+            target="t", prompts=str(prompts), methods=[{"name": "c", "kind": "speculative"}]
+        )
+    with pytest.raises(ConfigError, match="unknown config key 'methods\\[0\\]\\.treee'"):
+        BenchConfig(
+            target="t", draft="d", prompts=str(prompts), methods=[{"name": "c", "treee": "chain:2"}]
+        )
