@@ -216,8 +216,8 @@ def _train_one(
         remove_unused_columns=False,
         report_to=config.report_to,
         deepspeed=config.deepspeed,
-        disable_tqdm=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:  # transformers 4.x
         kwargs["warmup_ratio"], kwargs["warmup_steps"] = kwargs.pop("warmup_steps"), 0
