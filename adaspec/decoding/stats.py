@@ -62,8 +62,9 @@ def acceptance_counts(records: Iterable) -> dict:
         "tau": committed / rounds if rounds else float("nan"),
         "attempts_by_depth": attempts_by_depth,
         "accepted_by_depth": accepted_by_depth,
-        "alpha_by_depth": [a / t if t else float("nan") for a, t in
-                           zip(accepted_by_depth, attempts_by_depth)],  # fmt: skip
+        "alpha_by_depth": [
+            a / t if t else float("nan") for a, t in zip(accepted_by_depth, attempts_by_depth)
+        ],  # fmt: skip
     }
 
 

@@ -32,10 +32,14 @@ def test_chain_then_commit_keeps_draft_cache_in_step():
     model, drafter = _drafter()
     tree = drafter.propose(chain(3), GREEDY)
     # accept 2 draft tokens, bonus 7: cache keeps prompt + 2 fed nodes
-    drafter.commit(torch.cat([tree.tokens[:2], torch.tensor([7])])[None], torch.tensor([0, 1]), None)
+    drafter.commit(
+        torch.cat([tree.tokens[:2], torch.tensor([7])])[None], torch.tensor([0, 1]), None
+    )
     assert cache_length(drafter._cache) == 4 + 2
     nxt = drafter.propose(chain(1), GREEDY)
-    seq = torch.cat([torch.tensor([[3, 44, 80, 120]]), tree.tokens[:2][None], torch.tensor([[7]])], 1)
+    seq = torch.cat(
+        [torch.tensor([[3, 44, 80, 120]]), tree.tokens[:2][None], torch.tensor([[7]])], 1
+    )
     with torch.no_grad():
         want = model(seq).logits[0, -1].argmax()
     assert int(nxt.tokens[0]) == int(want)
