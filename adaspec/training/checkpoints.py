@@ -17,6 +17,9 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 class CheckpointCommitMixin:
     """Writes a marker into each Trainer checkpoint once everything in it has been saved.
 
+    When the trainer has a ``resolved_config`` attribute, that config is saved in the checkpoint
+    too (before the marker).
+
     A checkpoint without the marker was cut short (a crash, a pre-empted job) and is never resumed
     from: :func:`latest_complete_checkpoint` skips it.
     """
@@ -28,6 +31,9 @@ class CheckpointCommitMixin:
                 Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             )  # type: ignore[attr-defined]
             if folder.is_dir():
+                config = getattr(self, "resolved_config", None)
+                if config is not None:
+                    save_config(config, folder)
                 (folder / COMMIT_MARKER).write_text(str(self.state.global_step))  # type: ignore[attr-defined]
 
 

@@ -173,6 +173,7 @@ def run_stage(
         )
     else:
         raise ValueError(f"stage must be 'target', 'reference' or 'draft', got {stage!r}")
+    trainer.resolved_config = config
     _fit(trainer, ckpt_dir, resume)
     trained = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.args.should_save:

@@ -87,6 +87,9 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
     )
     assert (out / "comparison.md").read_text().count("\n") >= 6
     assert json.loads((out / "reference" / "trainer_state.json").read_text())["global_step"] > 0
+    checkpoints = sorted((out / "reference-checkpoints").glob("checkpoint-*"))
+    assert checkpoints and all((c / "adaspec_config.yaml").exists() for c in checkpoints)
+    assert all((c / "CHECKPOINT_COMPLETE").exists() for c in checkpoints)
     again = run_pipeline(cfg)
     assert again["stage_seconds"] == {}
 
