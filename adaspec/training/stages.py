@@ -178,6 +178,11 @@ def run_stage(
     trained = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.args.should_save:
         save_final(trained, output_dir, tokenizer=tokenizer, config=config)
+        tokens = getattr(trainer, "_gradient_tokens", None)
+        if tokens is not None:  # the final count, also when the run ended between logging steps
+            trainer.state.log_history.append(
+                {"step": trainer.state.global_step, "adaspec/gradient_tokens": tokens}
+            )
         tmp = output_dir / "trainer_state.json.tmp"
         trainer.state.save_to_json(str(tmp))
         os.replace(tmp, output_dir / "trainer_state.json")

@@ -80,6 +80,9 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
         assert d["identical_to_target"], name
         assert 0.0 <= d["alpha"] <= 1.0
     steps = {r["draft"]: r["steps"] for r in comparison["table"]}
+    grad_tokens = {r["draft"]: r["grad_tokens"] for r in comparison["table"]}
+    assert grad_tokens["adaspec-equal_steps"] < grad_tokens["distillspec-equal_steps"]
+    assert grad_tokens["adaspec-equal_tokens"] < grad_tokens["distillspec-equal_tokens"]
     assert (
         steps["adaspec-equal_tokens"]
         == steps["distillspec-equal_tokens"]
