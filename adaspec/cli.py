@@ -164,20 +164,30 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``adaspec`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+def dispatch(
+    prog: str, parser: argparse.ArgumentParser, commands: dict, argv: Sequence[str] | None
+) -> int:
+    """Parse ``argv``, set up logging and run the chosen command; user errors exit with 2.
+
+    Shared by the ``adaspec`` and ``adaspec-eagle`` commands. ``-v`` re-raises for a traceback.
+    """
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         if args.verbose:
             raise
-        print(f"adaspec: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``adaspec`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    return dispatch("adaspec", build_parser(), COMMANDS, argv)
 
 
 def entry() -> None:

@@ -133,53 +133,41 @@ class Pipeline:
         self.timings[name] = time.perf_counter() - start
         return model
 
+    def _ce_model(self, spec, seed: int, optim, folder: Path):
+        """A fresh or loaded model, trained with response-only cross-entropy when ``optim`` is set."""
+        model = build_or_load_model(spec, len(self.tokenizer), seed=seed)
+        if optim is None:
+            self._save(model, folder)
+            return model
+        return run_stage(
+            "target",
+            model,
+            self.tokenizer,
+            self.train_dataset,
+            optim.replace(seed=self.config.seed),
+            folder,
+            data_collator=self.collator,
+            config=self.config,
+            resume=self.resume,
+        )
+
     def target(self):
         """Stage 1: fine-tune (or train from scratch) the target with response-only cross-entropy."""
         cfg = self.config.target
-
-        def train(folder: Path):
-            model = build_or_load_model(cfg.model, len(self.tokenizer), seed=self.config.seed)
-            if not cfg.train:
-                self._save(model, folder)
-                return model
-            return run_stage(
-                "target",
-                model,
-                self.tokenizer,
-                self.train_dataset,
-                cfg.optim.replace(seed=self.config.seed),
-                folder,
-                data_collator=self.collator,
-                config=self.config,
-                resume=self.resume,
-            )
-
-        return self._stage("target", train)
+        optim = cfg.optim if cfg.train else None
+        return self._stage(
+            "target", lambda folder: self._ce_model(cfg.model, self.config.seed, optim, folder)
+        )
 
     def draft_init(self):
         """The initial weights that the reference and every draft start from (saved once)."""
-
-        def build(folder: Path):
-            model = build_or_load_model(
-                self.config.draft_model, len(self.tokenizer), seed=self.config.seed + 1
-            )
-            pretrain = self.config.draft_pretrain
-            if pretrain is None:
-                self._save(model, folder)
-                return model
-            return run_stage(
-                "target",
-                model,
-                self.tokenizer,
-                self.train_dataset,
-                pretrain.replace(seed=self.config.seed),
-                folder,
-                data_collator=self.collator,
-                config=self.config,
-                resume=self.resume,
-            )
-
-        return self._stage("draft_init", build)
+        cfg = self.config
+        return self._stage(
+            "draft_init",
+            lambda folder: self._ce_model(
+                cfg.draft_model, cfg.seed + 1, cfg.draft_pretrain, folder
+            ),
+        )
 
     def reference(self, target):
         """Stage 2: plain forward-KL distillation (the DistillSpec draft at equal steps)."""

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
-from adaspec.config import ConfigError
+from adaspec.cli import dispatch
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -107,18 +106,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``adaspec-eagle`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        if args.verbose:
-            raise
-        print(f"adaspec-eagle: error: {err}", file=sys.stderr)
-        return 2
+    return dispatch("adaspec-eagle", build_parser(), COMMANDS, argv)
 
 
 def entry() -> None:
