@@ -190,11 +190,18 @@ def causal_mask(
     device: torch.device,
 ) -> torch.Tensor:
     """4D additive causal mask [B, 1, T, T] from an optional padding mask [B, T] (1 = token)."""
+    return additive(causal_allowed(attention_mask, batch, length, device), dtype)
+
+
+def causal_allowed(
+    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> torch.Tensor:
+    """Bool "may attend" pattern [B, 1, T, T]: causal, and no padded key (mask [B, T], 1 = token)."""
     allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     allowed = allowed[None, None].expand(batch, 1, length, length)
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].bool()
-    return additive(allowed, dtype)
+    return allowed
 
 
 def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

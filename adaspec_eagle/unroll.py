@@ -87,10 +87,7 @@ def ttt_mask(
     device: torch.device,
 ) -> torch.Tensor:
     """Additive TTT mask for step ``step``: [B, 1, T, (step + 1) T]."""
-    allowed = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    allowed = allowed[None, None].expand(batch, 1, length, length)
-    if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, :].bool()
+    allowed = arch.causal_allowed(attention_mask, batch, length, device)
     eye = torch.eye(length, dtype=torch.bool, device=device)[None, None].expand_as(allowed)
     return arch.additive(torch.cat([allowed] + [eye] * step, dim=-1), dtype)
 
