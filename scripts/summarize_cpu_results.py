@@ -34,6 +34,34 @@ def _fmt(pair: tuple[float | None, float | None], digits: int = 4) -> str:
     return "-" if mean is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+PAIRS = {
+    "equal_steps": ("adaspec-equal_steps", "distillspec-equal_steps"),
+    "equal_tokens": ("adaspec-equal_tokens", "distillspec-equal_tokens"),
+}
+PAIRED_KEYS = ("alpha", "token_acceptance", "gold_token_acceptance", "gold_agreement")
+
+
+def paired_differences(per_draft: dict[str, dict[str, list]]) -> dict[str, dict]:
+    """AdaSPEC minus DistillSpec at the same step count, seed by seed, then mean ± sd.
+
+    The two drafts of one seed share the initialisation and the data order, so the per-seed
+    difference removes the spread that both share.
+    """
+    paired = {}
+    for budget, (ada, kd) in PAIRS.items():
+        if ada not in per_draft or kd not in per_draft:
+            continue
+        paired[budget] = {}
+        for key in PAIRED_KEYS:
+            diffs = [
+                a - b
+                for a, b in zip(per_draft[ada].get(key, []), per_draft[kd].get(key, []))
+                if a is not None and b is not None
+            ]
+            paired[budget][key] = {"per_seed": diffs, "mean_sd": _mean_sd(diffs)}
+    return paired
+
+
 def summarize(runs: list[Path]) -> dict:
     """Per draft: α, token acceptance, greedy agreement and quality over seeds; stage times."""
     per_draft: dict[str, dict[str, list]] = {}
@@ -66,6 +94,8 @@ def summarize(runs: list[Path]) -> dict:
             }
             for name, row in per_draft.items()
         },
+        "per_seed": per_draft,
+        "paired": paired_differences(per_draft),
         "identical_to_target": identical,
         "target_quality": target_quality,
         "stage_seconds": stage_seconds,
@@ -85,6 +115,7 @@ def to_markdown(summary: dict) -> str:
             "draft": name,
             "steps": "/".join(str(s) for s in d.get("steps", [])),
             "alpha": _fmt(d["alpha"]),
+            "per_round": _fmt(d.get("mean_accepted_per_round", (None, None)), 2),
             "token": _fmt(d["token_acceptance"]),
             "agree": _fmt(d.get("greedy_agreement", (None, None))),
             "gold_token": _fmt(d.get("gold_token_acceptance", (None, None))),
@@ -99,6 +130,7 @@ def to_markdown(summary: dict) -> str:
         "draft": "draft",
         "steps": "optimizer steps (per seed)",
         "alpha": "α (γ=4)",
+        "per_round": "accepted / round",
         "token": "E[Σ min(p,q)]",
         "agree": "greedy agreement",
         "gold_token": "E[Σ min(p,q)] on gold responses",
@@ -109,7 +141,21 @@ def to_markdown(summary: dict) -> str:
         for key in row:
             if key.startswith("quality/"):
                 columns.setdefault(key, key.removeprefix("quality/") + " (spec. decoding)")
-    return markdown_table(rows, columns)
+    table = markdown_table(rows, columns)
+    paired_rows = [
+        {"budget": budget, **{key: _fmt(v["mean_sd"]) for key, v in diffs.items()}}
+        for budget, diffs in summary.get("paired", {}).items()
+    ]
+    if paired_rows:
+        paired_columns = {
+            "budget": "AdaSPEC - DistillSpec, same steps and seed",
+            "alpha": "Δα",
+            "token_acceptance": "Δ E[Σ min(p,q)]",
+            "gold_token_acceptance": "Δ E[Σ min(p,q)] on gold",
+            "gold_agreement": "Δ agreement on gold",
+        }
+        table += "\n" + markdown_table(paired_rows, paired_columns)
+    return table
 
 
 def main() -> None:
