@@ -27,7 +27,13 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from adaspec.config import save_config
-from adaspec.data import DataCollatorForCompletion, load_task, to_hf_dataset, tokenize_examples
+from adaspec.data import (
+    DataCollatorForCompletion,
+    label_every_token,
+    load_task,
+    to_hf_dataset,
+    tokenize_examples,
+)
 from adaspec.eval.report import write_json
 from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
 from adaspec.pipeline_config import PipelineConfig
@@ -133,8 +139,11 @@ class Pipeline:
         self.timings[name] = time.perf_counter() - start
         return model
 
-    def _ce_model(self, spec, seed: int, optim, folder: Path):
-        """A fresh or loaded model, trained with response-only cross-entropy when ``optim`` is set."""
+    def _ce_model(self, spec, seed: int, optim, folder: Path, *, prompt_loss: bool = False):
+        """A fresh or loaded model, trained with cross-entropy when ``optim`` is set.
+
+        The loss covers response tokens, and prompt tokens too when ``prompt_loss`` is true.
+        """
         model = build_or_load_model(spec, len(self.tokenizer), seed=seed)
         if optim is None:
             self._save(model, folder)
@@ -143,7 +152,7 @@ class Pipeline:
             "target",
             model,
             self.tokenizer,
-            self.train_dataset,
+            label_every_token(self.train_dataset) if prompt_loss else self.train_dataset,
             optim.replace(seed=self.config.seed),
             folder,
             data_collator=self.collator,
@@ -152,11 +161,14 @@ class Pipeline:
         )
 
     def target(self):
-        """Stage 1: fine-tune (or train from scratch) the target with response-only cross-entropy."""
+        """Stage 1: fine-tune (or train from scratch) the target with cross-entropy."""
         cfg = self.config.target
         optim = cfg.optim if cfg.train else None
         return self._stage(
-            "target", lambda folder: self._ce_model(cfg.model, self.config.seed, optim, folder)
+            "target",
+            lambda folder: self._ce_model(
+                cfg.model, self.config.seed, optim, folder, prompt_loss=cfg.prompt_loss
+            ),
         )
 
     def draft_init(self):

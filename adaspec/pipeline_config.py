@@ -34,6 +34,12 @@ class TargetStageConfig(ConfigBase):
         OptimConfig, help="fine-tuning settings (paper: lr 1e-5, 3 epochs)"
     )
     train: bool = cfg_field(True, help="false: use the target as it is (already fine-tuned)")
+    prompt_loss: bool = cfg_field(
+        False,
+        help="also train on prompt tokens (language modelling of the whole sequence): for targets "
+        "trained from scratch, which otherwise see too few tokens to learn to read the prompt; "
+        "a pretrained target is fine-tuned on responses only (false, the paper)",
+    )
 
 
 @dataclass

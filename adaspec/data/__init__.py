@@ -34,6 +34,7 @@ from adaspec.data.sft import (
     TruncationReport,
     adds_bos_token,
     build_prompt_ids,
+    label_every_token,
     to_hf_dataset,
     tokenize_examples,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "record_location",
     "synthetic_tokenizer_texts",
     "task_for_source",
+    "label_every_token",
     "to_hf_dataset",
     "tokenize_examples",
 ]

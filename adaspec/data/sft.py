@@ -209,6 +209,24 @@ def tokenize_examples(
     return features, report
 
 
+def label_every_token(dataset):
+    """A copy of a tokenized ``datasets.Dataset`` whose labels are its ``input_ids``.
+
+    Cross-entropy then also covers the prompt (language modelling of the whole sequence), which a
+    target trained from scratch needs in order to read its prompts: a pretrained target has learnt
+    that before fine-tuning, and is fine-tuned on response tokens only.
+
+    Args:
+        dataset: Rows with ``input_ids`` (and ``labels``, which are replaced).
+
+    Returns:
+        The dataset with ``labels`` equal to ``input_ids`` on every row (BOS is never predicted:
+        causal-LM labels are shifted by one).
+
+    """
+    return dataset.map(lambda row: {"labels": list(row["input_ids"])})
+
+
 def to_hf_dataset(features: list[dict[str, list[int]]]):
     """Wrap tokenized features in a ``datasets.Dataset`` (for the Hugging Face Trainer)."""
     import datasets

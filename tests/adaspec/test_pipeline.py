@@ -159,3 +159,32 @@ def test_pipeline_draft_pretrain_trains_the_shared_initialisation(tmp_path):
     reloaded = load_model(str(tmp_path / "run" / "draft_init"))
     for key, value in trained.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("prompt_loss", [False, True])
+def test_pipeline_target_prompt_loss_labels_the_prompt(tmp_path, monkeypatch, prompt_loss):
+    import adaspec.pipeline as pipeline_module
+    from adaspec.data import IGNORE_INDEX
+    from adaspec.pipeline import Pipeline
+
+    seen = {}
+
+    def fake_run_stage(name, model, tokenizer, dataset, *args, **kwargs):
+        seen["dataset"] = dataset
+        return model
+
+    monkeypatch.setattr(pipeline_module, "run_stage", fake_run_stage)
+    target = yaml.safe_load(yaml.safe_dump(TINY["target"]))
+    target["prompt_loss"] = prompt_loss
+    pipe = Pipeline(_config(tmp_path, target=target))
+    pipe.target()
+    rows = seen["dataset"]
+    assert len(rows) == len(pipe.train_dataset)
+    for row, original in zip(rows, pipe.train_dataset):
+        assert row["input_ids"] == original["input_ids"]
+        if prompt_loss:
+            assert row["labels"] == row["input_ids"]
+        else:
+            assert row["labels"] == original["labels"]
+            assert row["labels"][0] == IGNORE_INDEX
+            assert row["labels"][-1] == row["input_ids"][-1]  # EOS is learnt
