@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+import yaml
+
 from adaspec.eval.report import markdown_table, write_json
 
 ORDER = [
@@ -83,6 +85,9 @@ def summarize(runs: list[Path]) -> dict:
         timings = {}
         for path in sorted(run.glob("pipeline_*.json")):
             timings.update(json.loads(path.read_text())["stage_seconds"])
+        config_path = run / "adaspec_config.yaml"
+        if config_path.exists() and not yaml.safe_load(config_path.read_text())["target"]["train"]:
+            timings["target"] = None  # loaded from another run, not trained here
         stage_seconds[run.name] = timings
         for table_row in results["table"]:
             per_draft[table_row["draft"]].setdefault("steps", []).append(table_row.get("steps"))
@@ -158,6 +163,21 @@ def to_markdown(summary: dict) -> str:
     return table
 
 
+def timing_table(summary: dict) -> str:
+    """Wall seconds of each stage per run; a target loaded from another run shows as 'loaded'."""
+    stages = []
+    for timings in summary["stage_seconds"].values():
+        stages += [s for s in timings if s not in stages]
+    rows = [
+        {
+            "run": run,
+            **{s: "loaded" if t.get(s, 0) is None else f"{t.get(s, 0):.0f}" for s in stages},
+        }
+        for run, t in summary["stage_seconds"].items()
+    ]
+    return markdown_table(rows, {"run": "run", **{s: s for s in stages}})
+
+
 def main() -> None:
     """Command-line entry."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -172,7 +192,7 @@ def main() -> None:
     summary = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(summary, args.out / "summary.json")
-    table = to_markdown(summary)
+    table = to_markdown(summary) + "\nWall seconds per stage:\n\n" + timing_table(summary)
     (args.out / "summary.md").write_text(table)
     print(table)
 
