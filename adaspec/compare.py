@@ -82,7 +82,12 @@ def compare_drafts(
     )
     heldout = examples[: ev.num_examples]
     results["reference_alignment"] = reference_alignment(
-        target, drafts, tokenizer, heldout, max_length=config.data.max_length
+        target,
+        drafts,
+        tokenizer,
+        heldout,
+        max_length=config.data.max_length,
+        truncation_side=config.data.truncation_side,
     )
     rows = {row["draft"]: row for row in results["table"]}
     for name, aligned in results["reference_alignment"].items():

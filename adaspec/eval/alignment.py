@@ -27,6 +27,7 @@ def reference_alignment(
     tokenizer: Any,
     examples: Sequence[Example],
     max_length: int = 1024,
+    truncation_side: str = "right",
 ) -> dict[str, dict[str, float]]:
     """Token-level acceptance and argmax agreement of each draft on held-out gold responses.
 
@@ -35,14 +36,18 @@ def reference_alignment(
         drafts: Draft name -> causal LM sharing the target's tokenizer.
         tokenizer: The shared tokenizer.
         examples: Held-out examples; their ``response`` (with EOS) is scored.
-        max_length: Longest scored sequence (longer ones are cut at the end).
+        max_length: Longest scored sequence.
+        truncation_side: How a longer one is cut, as in training: ``"right"`` cuts the response
+            tail, ``"left"`` the prompt head (keeps the whole response, e.g. summaries).
 
     Returns:
         Draft name -> ``{"token_acceptance", "greedy_agreement", "tokens"}``, pooled over all
         scored response tokens.
     """
     vocab = check_same_vocabulary({"target": target, **dict(drafts)}, tokenizer)
-    features, _ = tokenize_examples(list(examples), tokenizer, max_length)
+    features, _ = tokenize_examples(
+        list(examples), tokenizer, max_length, truncation_side=truncation_side
+    )
     sums = {name: [0.0, 0.0] for name in drafts}
     count = 0
     for feat in features:

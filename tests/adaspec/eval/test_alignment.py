@@ -39,3 +39,25 @@ def test_reference_alignment_matches_hand_computation(tiny_tokenizer):
     assert out["token_acceptance"] == pytest.approx(overlap / n, rel=1e-5)
     assert out["greedy_agreement"] == pytest.approx(agree / n)
     assert out["token_acceptance"] < 1.0
+
+
+def test_reference_alignment_left_truncation_scores_whole_responses(tiny_tokenizer):
+    """A long prompt cut from the left (as XSUM is trained) keeps every response token scored."""
+    n = len(tiny_tokenizer)
+    target, draft = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
+    long_prompt = "Article: " + "the cat sat on the mat. " * 20 + "Summary:"
+    examples = [Example(long_prompt, " A cat sat."), Example(long_prompt, " It was on a mat.")]
+    full = reference_alignment(target, {"d": draft}, tiny_tokenizer, examples)["d"]["tokens"]
+    response_tokens = sum(
+        1
+        for f in tokenize_examples(examples, tiny_tokenizer, 1024)[0]
+        for x in f["labels"]
+        if x != -100
+    )
+    assert full == response_tokens
+    left = reference_alignment(
+        target, {"d": draft}, tiny_tokenizer, examples, max_length=40, truncation_side="left"
+    )["d"]
+    right = reference_alignment(target, {"d": draft}, tiny_tokenizer, examples, max_length=40)["d"]
+    assert left["tokens"] == response_tokens
+    assert right["tokens"] < response_tokens
