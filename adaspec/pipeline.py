@@ -18,6 +18,7 @@ complete checkpoint, so re-running the same command continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -253,17 +254,20 @@ class Pipeline:
 
             candidates = {"distillspec-equal_steps": reference, **drafts}
             check_same_vocabulary({"target": target, **candidates}, self.tokenizer)
+            start = time.perf_counter()
             result["comparison"] = compare_drafts(
                 target, candidates, self.tokenizer, self.eval_examples, self.config, self.out
             )
+            self.timings["comparison"] = time.perf_counter() - start
         if self.state.is_main_process:
+            path = self.out / f"pipeline_{'-'.join(stages)}.json"
             write_json(
                 {
                     "stages": list(stages),
-                    "stage_seconds": self.timings,
+                    "stage_seconds": {**_recorded_seconds(path), **self.timings},
                     "truncation": vars(self.truncation),
                 },
-                self.out / f"pipeline_{'-'.join(stages)}.json",
+                path,
             )
         return result
 
@@ -274,6 +278,14 @@ class Pipeline:
                 f"(adaspec train {'ref' if name == 'reference' else name} CONFIG)"
             )
         return self._load(name)
+
+
+def _recorded_seconds(path: Path) -> dict[str, float]:
+    """Stage times an earlier run wrote to ``path``, so that a resumed run keeps them."""
+    try:
+        return dict(json.loads(path.read_text())["stage_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def run_pipeline(

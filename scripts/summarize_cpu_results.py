@@ -163,15 +163,21 @@ def to_markdown(summary: dict) -> str:
     return table
 
 
+def _seconds(timings: dict, stage: str) -> str:
+    if stage not in timings:
+        return "-"
+    return "loaded" if timings[stage] is None else f"{timings[stage]:.0f}"
+
+
 def timing_table(summary: dict) -> str:
-    """Wall seconds of each stage per run; a target loaded from another run shows as 'loaded'."""
+    """Wall seconds of each stage per run ('loaded': a target from another run; '-': not recorded)."""
     stages = []
     for timings in summary["stage_seconds"].values():
         stages += [s for s in timings if s not in stages]
     rows = [
         {
             "run": run,
-            **{s: "loaded" if t.get(s, 0) is None else f"{t.get(s, 0):.0f}" for s in stages},
+            **{s: _seconds(t, s) for s in stages},
         }
         for run, t in summary["stage_seconds"].items()
     ]

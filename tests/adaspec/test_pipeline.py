@@ -93,8 +93,15 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
     checkpoints = sorted((out / "reference-checkpoints").glob("checkpoint-*"))
     assert checkpoints and all((c / "adaspec_config.yaml").exists() for c in checkpoints)
     assert all((c / "CHECKPOINT_COMPLETE").exists() for c in checkpoints)
+    timings_file = out / "pipeline_target-reference-draft.json"
+    first = json.loads(timings_file.read_text())["stage_seconds"]
+    assert {"target", "reference", "adaspec-equal_tokens", "comparison"} <= set(first)
     again = run_pipeline(cfg)
-    assert again["stage_seconds"] == {}
+    assert set(again["stage_seconds"]) == {"comparison"}  # every training stage was skipped
+    kept = json.loads(timings_file.read_text())["stage_seconds"]
+    assert {k: v for k, v in kept.items() if k != "comparison"} == {
+        k: v for k, v in first.items() if k != "comparison"
+    }
 
 
 def test_pipeline_teacher_cache_gives_same_drafts(tmp_path):
@@ -146,14 +153,20 @@ def test_pipeline_draft_pretrain_trains_the_shared_initialisation(tmp_path):
     from adaspec.modeling import load_model
     from adaspec.pipeline import Pipeline
 
-    pretrain = {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}
+    pretrain = {
+        "epochs": 1,
+        "learning_rate": 3e-3,
+        "per_device_batch_size": 16,
+        "disable_tqdm": True,
+    }
     pipe = Pipeline(_config(tmp_path, draft_pretrain=pretrain))
     trained = pipe.draft_init()
     state = json.loads((tmp_path / "run" / "draft_init" / "trainer_state.json").read_text())
     assert state["global_step"] == 3  # 48 examples / batch 16
     fresh = Pipeline(_config(tmp_path / "fresh")).draft_init()
     changed = [
-        not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values())
+        not torch.equal(a, b)
+        for a, b in zip(trained.state_dict().values(), fresh.state_dict().values())
     ]
     assert any(changed)
     reloaded = load_model(str(tmp_path / "run" / "draft_init"))

@@ -41,10 +41,11 @@ def _write_run(root: Path, name: str, alphas: dict[str, float]) -> Path:
         "table": [{"draft": d, "steps": 10} for d in alphas],
     }
     (run / "comparison" / "results.json").write_text(json.dumps(results))
-    (run / "pipeline_x.json").write_text(
-        json.dumps({"stage_seconds": {"target": 0.5, "reference": 61.2}})
-    )
+    timings = {"target": 0.5, "reference": 61.2}
     trained = name.endswith("s0")
+    if trained:
+        timings["comparison"] = 30.0
+    (run / "pipeline_x.json").write_text(json.dumps({"stage_seconds": timings}))
     (run / "adaspec_config.yaml").write_text(f"target:\n  train: {str(trained).lower()}\n")
     return run
 
@@ -74,5 +75,5 @@ def test_summarize_paired_differences_are_per_seed(tmp_path: Path):
     assert "| equal_steps | 0.2000 ± 0.1000 |" in table
     assert "accepted / round" in table
     timings = script.timing_table(summary)
-    assert "| task-s0 | 0 | 61 |" in timings
-    assert "| task-s1 | loaded | 61 |" in timings
+    assert "| task-s0 | 0 | 61 | 30 |" in timings
+    assert "| task-s1 | loaded | 61 | - |" in timings
