@@ -106,20 +106,39 @@ class Pipeline:
         self.train_dataset = to_hf_dataset(features)
         self.collator = DataCollatorForCompletion(self.tokenizer)
         self._teacher_cache: TeacherCache | None = None
+        self._ref_cache: TeacherCache | None = None
 
     def teacher_cache(self, target) -> TeacherCache | None:
-        """The target's logits on the training set, built on first use when the config asks."""
+        """The target's outputs on the training set, built on first use when the config asks."""
         if self.config.teacher_cache and self._teacher_cache is None:
-            start = time.perf_counter()
-            self._teacher_cache = TeacherCache.build(
-                target,
-                self.train_dataset,
-                self.collator,
-                vocab_size=len(self.tokenizer),
-                batch_size=self.config.reference.optim.per_device_batch_size,
-            )
-            self.timings["teacher_cache"] = time.perf_counter() - start
+            self._teacher_cache = self._build_cache("teacher_cache", target)
         return self._teacher_cache
+
+    def ref_cache(self, reference) -> TeacherCache | None:
+        """The reference's hidden states on the training set (``teacher_cache_kind: hidden``).
+
+        Every AdaSPEC draft run (each budget) is filtered by the same frozen reference, so its
+        forward is run once too. A logits cache does not cover the reference: its vocabulary-wide
+        rows would double the memory that the hidden kind exists to save.
+        """
+        if not (self.config.teacher_cache and self.config.teacher_cache_kind == "hidden"):
+            return None
+        if self._ref_cache is None:
+            self._ref_cache = self._build_cache("ref_cache", reference)
+        return self._ref_cache
+
+    def _build_cache(self, name: str, model) -> TeacherCache:
+        start = time.perf_counter()
+        cache = TeacherCache.build(
+            model,
+            self.train_dataset,
+            self.collator,
+            vocab_size=len(self.tokenizer),
+            batch_size=self.config.reference.optim.per_device_batch_size,
+            kind=self.config.teacher_cache_kind,
+        )
+        self.timings[name] = time.perf_counter() - start
+        return cache
 
     def _load(self, name: str):
         return load_model(str(self.out / name)).eval()
@@ -232,6 +251,7 @@ class Pipeline:
                     config=self.config,
                     resume=self.resume,
                     teacher_cache=self.teacher_cache(target),
+                    ref_cache=self.ref_cache(ref) if ref is not None else None,
                 )
 
             trained[name] = self._stage(name, train)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adaspec.config import ConfigBase, cfg_field, check_range
+from adaspec.config import ConfigBase, cfg_field, check_choice, check_range
 from adaspec.data import DataConfig
 from adaspec.training.config import BudgetConfig, LossConfig, ModelSpec, OptimConfig
 
@@ -94,8 +94,15 @@ class PipelineConfig(ConfigBase):
     seed: int = cfg_field(0, help="seed of the fresh models' weights and the data order")
     teacher_cache: bool = cfg_field(
         False,
-        help="run the target once over the training set and reuse its logits in every distillation "
-        "stage (exact; holds response tokens x vocabulary x 4 bytes of host memory)",
+        help="run the target once over the training set and reuse its outputs in every "
+        "distillation stage (exact; memory per response token: see teacher_cache_kind)",
+    )
+    teacher_cache_kind: str = cfg_field(
+        "logits",
+        help="what the teacher cache holds: 'logits' (vocabulary x 4 bytes a token in float32; "
+        "small vocabularies) or 'hidden' (the final hidden states, hidden_size x 4 bytes a token; "
+        "logits are recomputed with the lm_head inside the chunked loss, so a 49k vocabulary "
+        "fits). 'hidden' also caches the reference's hidden states for the draft stage",
     )
     tokenizer: TokenizerConfig = cfg_field(TokenizerConfig, help="the shared tokenizer")
     data: DataConfig = cfg_field(DataConfig, help="training and held-out data")
@@ -113,3 +120,7 @@ class PipelineConfig(ConfigBase):
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")
     evaluation: CompareConfig = cfg_field(CompareConfig, help="the final comparison")
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("teacher_cache_kind", self.teacher_cache_kind, ("logits", "hidden"))
