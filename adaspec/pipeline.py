@@ -216,7 +216,7 @@ class Pipeline:
                 folder,
                 data_collator=self.collator,
                 target_model=target,
-                loss=cfg.loss.replace(k=1.0),
+                loss=cfg.loss.plain_kd(),
                 config=self.config,
                 resume=self.resume,
                 teacher_cache=self.teacher_cache(target),
@@ -229,9 +229,7 @@ class Pipeline:
         trained = {}
         for name, (kind, optim) in draft_runs(self.config).items():
             loss = (
-                self.config.draft.loss
-                if kind == "adaspec"
-                else self.config.draft.loss.replace(k=1.0)
+                self.config.draft.loss if kind == "adaspec" else self.config.draft.loss.plain_kd()
             )
             ref = reference if kind == "adaspec" else None
 

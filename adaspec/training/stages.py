@@ -161,7 +161,7 @@ def run_stage(
             **common,
             **distill,
             target_model=target_model,
-            loss_config=(loss or LossConfig()).replace(k=1.0),
+            loss_config=(loss or LossConfig()).plain_kd(),
         )
     elif stage == "draft":
         if target_model is None:

@@ -162,7 +162,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
                 ref_logits[:, :-1, :v] if ref_logits is not None else None,
                 valid,
                 num_items_in_batch=num_items_in_batch,
-                **self.loss_config.loss_kwargs(),
+                **self._loss_kwargs(),
             )
         loss = result.loss
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
@@ -176,6 +176,12 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         if model.training:
             self._record_stats(result.stats)
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_kwargs(self) -> dict[str, Any]:
+        """The loss settings at this optimizer step (``k`` follows ``loss.k_schedule``)."""
+        total = self.state.max_steps or 0
+        progress = self.state.global_step / total if total > 0 else 0.0
+        return self.loss_config.loss_kwargs(progress=min(progress, 1.0))
 
     def _cached(
         self, cache: TeacherCache, inputs: dict[str, torch.Tensor], rows: int, device: Any
@@ -224,7 +230,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             ref_flat,
             torch.ones(n, dtype=torch.bool, device=device),
             num_items_in_batch=num_items_in_batch,
-            **self.loss_config.loss_kwargs(),
+            **self._loss_kwargs(),
         )
         return outputs, result
 
@@ -276,7 +282,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             target_bias=t_head.bias,
             ref_bias=r_head.bias if r_head is not None else None,
             vocab_size=self.vocab_size,
-            **self.loss_config.loss_kwargs(),
+            **self._loss_kwargs(),
         )
         return outputs, result
 

@@ -340,3 +340,23 @@ def test_adaspec_trainer_rejects_incompatible_caches(tmp_path, tiny_tokenizer, d
         make(LossConfig(k=1.0), ref=None, ref_cache=hidden)
     with pytest.raises(ValueError, match="cache kind"):
         TeacherCache([], kind="probs")
+
+
+def test_adaspec_trainer_step_schedule_is_kd_then_selective(tmp_path, tiny_tokenizer, dataset):
+    """KD for the first half of the optimizer steps, then AdaSPEC's k (a late phase)."""
+    n = len(tiny_tokenizer)
+    trainer = AdaSPECTrainer(
+        model=make_tiny_model(seed=3, vocab_size=n).train(),
+        args=_args(tmp_path, max_steps=6),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+        target_model=make_tiny_model(seed=1, vocab_size=n),
+        ref_model=make_tiny_model(seed=2, vocab_size=n),
+        loss_config=LossConfig(k=0.4, k_schedule="step", k_schedule_fraction=0.5),
+    )
+    trainer.train()
+    kept = [h["adaspec/kept_fraction"] for h in trainer.state.log_history if "loss" in h]
+    assert len(kept) == 6
+    assert kept[:3] == [1.0, 1.0, 1.0]
+    assert kept[3:] == pytest.approx([0.4] * 3, abs=0.02)
