@@ -54,6 +54,8 @@ def compare_drafts(
     examples: list[Example],
     config: PipelineConfig,
     output_dir: str | Path,
+    folders: dict[str, Path] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``drafts`` against ``target`` and write ``comparison.{json,md,png}``.
 
@@ -63,7 +65,10 @@ def compare_drafts(
         tokenizer: The shared tokenizer.
         examples: Held-out examples (the first ``evaluation.num_examples`` are used).
         config: The pipeline config.
-        output_dir: The pipeline's output folder.
+        output_dir: Where the comparison is written.
+        folders: Name -> the draft's training folder (for its budget); default: the pipeline's
+            layout under ``output_dir``.
+        labels: Name -> the loss column's text; default: AdaSPEC or DistillSpec by the name.
 
     Returns:
         The evaluation results with ``markdown`` (the table) added.
@@ -94,9 +99,12 @@ def compare_drafts(
         rows[name]["ref_token"] = aligned["token_acceptance"]
         rows[name]["ref_agree"] = aligned["greedy_agreement"]
     for name in drafts:
-        folder = out / ("reference" if name == "distillspec-equal_steps" else name)
+        folder = (folders or {}).get(name) or (
+            out / ("reference" if name == "distillspec-equal_steps" else name)
+        )
         budget = _training_budget(folder)
-        rows[name]["loss"] = "AdaSPEC" if name.startswith("adaspec") else "DistillSpec (KD)"
+        default = "AdaSPEC" if name.startswith("adaspec") else "DistillSpec (KD)"
+        rows[name]["loss"] = (labels or {}).get(name, default)
         rows[name]["steps"] = budget.get("steps")
         rows[name]["grad_tokens"] = budget.get("grad_tokens")
     columns = {k: v.format(gamma=ev.gamma) for k, v in COLUMNS.items()}

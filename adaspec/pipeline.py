@@ -232,28 +232,44 @@ class Pipeline:
                 self.config.draft.loss if kind == "adaspec" else self.config.draft.loss.plain_kd()
             )
             ref = reference if kind == "adaspec" else None
-
-            def train(folder: Path, optim=optim, loss=loss, ref=ref):
-                self.draft_init()
-                return run_stage(
-                    "draft",
-                    self._load("draft_init"),
-                    self.tokenizer,
-                    self.train_dataset,
-                    optim,
-                    folder,
-                    data_collator=self.collator,
-                    target_model=target,
-                    ref_model=ref,
-                    loss=loss,
-                    config=self.config,
-                    resume=self.resume,
-                    teacher_cache=self.teacher_cache(target),
-                    ref_cache=self.ref_cache(ref) if ref is not None else None,
-                )
-
-            trained[name] = self._stage(name, train)
+            trained[name] = self.train_draft(name, target, ref, optim, loss)
         return trained
+
+    def train_draft(self, name: str, target, ref, optim, loss, init: str = "draft_init") -> Any:
+        """Train (or load, when finished) one distilled draft into ``output_dir/name``.
+
+        Args:
+            name: The run's folder name under ``output_dir``.
+            target: The frozen target.
+            ref: The frozen reference that ΔL is taken against, or ``None`` (plain KD, or a
+                selection signal that needs no reference).
+            optim: The run's optimisation settings.
+            loss: The run's loss settings.
+            init: The folder of the initial weights: ``draft_init`` (the reference's own start)
+                or an earlier stage's output such as ``reference`` (continued training).
+        """
+
+        def train(folder: Path):
+            if init == "draft_init":
+                self.draft_init()
+            return run_stage(
+                "draft",
+                self._load(init),
+                self.tokenizer,
+                self.train_dataset,
+                optim,
+                folder,
+                data_collator=self.collator,
+                target_model=target,
+                ref_model=ref,
+                loss=loss,
+                config=self.config,
+                resume=self.resume,
+                teacher_cache=self.teacher_cache(target),
+                ref_cache=self.ref_cache(ref) if ref is not None else None,
+            )
+
+        return self._stage(name, train)
 
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
         """Run the requested stages in order (loading earlier stages' outputs), then compare."""
