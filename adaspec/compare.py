@@ -17,6 +17,7 @@ from adaspec.data import Example
 from adaspec.eval import evaluate_models, markdown_table, write_eval_outputs
 from adaspec.eval.alignment import reference_alignment
 from adaspec.pipeline_config import PipelineConfig
+from adaspec.provenance import describe_environment, environment
 
 COLUMNS = {
     "draft": "draft",
@@ -119,6 +120,9 @@ def compare_drafts(
     columns.update({k: k for k in quality_keys})
     table = markdown_table(list(rows.values()), columns)
     results["markdown"] = table
+    results["environment"] = environment()
     write_eval_outputs(results, out / "comparison")
-    (out / "comparison.md").write_text(table)
+    (out / "comparison.md").write_text(
+        table + "\n" + describe_environment(results["environment"]) + "\n"
+    )
     return results

@@ -26,6 +26,7 @@ from typing import Any
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.pipeline import Pipeline
 from adaspec.pipeline_config import PipelineConfig
+from adaspec.provenance import describe_environment, environment
 from adaspec.training.config import LossConfig
 
 logger = logging.getLogger(__name__)
@@ -250,10 +251,18 @@ def run_sweep(config: PipelineConfig, resume: bool = True) -> dict[str, Any]:
     mean_seconds = {n: statistics.fmean(v) for n, v in seconds.items()}
     table = markdown(summary, labels, mean_seconds)
     out = Path(config.output_dir)
+    env = environment()
     write_json(
-        {"summary": summary, "per_seed": per_seed, "train_seconds": seconds, "labels": labels},
+        {
+            "summary": summary,
+            "per_seed": per_seed,
+            "train_seconds": seconds,
+            "labels": labels,
+            "environment": env,
+        },
         out / "sweep.json",
     )
+    table += "\n" + describe_environment(env) + "\n"
     (out / "sweep.md").write_text(table)
     plot(summary, out / "sweep.png")
     return {"summary": summary, "markdown": table, "output_dir": str(out)}
