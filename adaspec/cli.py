@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("config", help="pipeline YAML config")
     _add_overrides(pipe)
 
+    sweep = sub.add_parser(
+        "sweep", help="recipes and controls against plain KD at equal compute, over seeds"
+    )
+    sweep.add_argument("config", help="pipeline YAML config (its sweep: section)")
+    _add_overrides(sweep)
+
     demo = sub.add_parser("demo", help="the offline default: tiny models on a synthetic task (CPU)")
     demo.add_argument("--output-dir", default="runs/demo", help="where models and results go")
     _add_overrides(demo)
@@ -97,6 +103,18 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
     config = PipelineConfig.from_yaml(args.config, overrides=args.overrides)
     _print_result(run_pipeline(config, resume=not args.no_resume))
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from adaspec.pipeline_config import PipelineConfig
+    from adaspec.sweep import run_sweep
+
+    config = PipelineConfig.from_yaml(args.config, overrides=args.overrides)
+    result = run_sweep(config, resume=not args.no_resume)
+    if result.get("markdown"):
+        print(result["markdown"])
+        print(f"written to {result['output_dir']}/sweep.{{json,md,png}}")
     return 0
 
 
@@ -158,6 +176,7 @@ def _run_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _run_train,
     "pipeline": _run_pipeline,
+    "sweep": _run_sweep,
     "demo": _run_demo,
     "eval": _run_eval,
     "config": _run_config,

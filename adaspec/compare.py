@@ -17,6 +17,7 @@ from adaspec.data import Example
 from adaspec.eval import evaluate_models, markdown_table, write_eval_outputs
 from adaspec.eval.alignment import reference_alignment
 from adaspec.pipeline_config import PipelineConfig
+from adaspec.provenance import describe_environment, environment
 
 COLUMNS = {
     "draft": "draft",
@@ -54,6 +55,8 @@ def compare_drafts(
     examples: list[Example],
     config: PipelineConfig,
     output_dir: str | Path,
+    folders: dict[str, Path] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``drafts`` against ``target`` and write ``comparison.{json,md,png}``.
 
@@ -63,7 +66,10 @@ def compare_drafts(
         tokenizer: The shared tokenizer.
         examples: Held-out examples (the first ``evaluation.num_examples`` are used).
         config: The pipeline config.
-        output_dir: The pipeline's output folder.
+        output_dir: Where the comparison is written.
+        folders: Name -> the draft's training folder (for its budget); default: the pipeline's
+            layout under ``output_dir``.
+        labels: Name -> the loss column's text; default: AdaSPEC or DistillSpec by the name.
 
     Returns:
         The evaluation results with ``markdown`` (the table) added.
@@ -94,9 +100,12 @@ def compare_drafts(
         rows[name]["ref_token"] = aligned["token_acceptance"]
         rows[name]["ref_agree"] = aligned["greedy_agreement"]
     for name in drafts:
-        folder = out / ("reference" if name == "distillspec-equal_steps" else name)
+        folder = (folders or {}).get(name) or (
+            out / ("reference" if name == "distillspec-equal_steps" else name)
+        )
         budget = _training_budget(folder)
-        rows[name]["loss"] = "AdaSPEC" if name.startswith("adaspec") else "DistillSpec (KD)"
+        default = "AdaSPEC" if name.startswith("adaspec") else "DistillSpec (KD)"
+        rows[name]["loss"] = (labels or {}).get(name, default)
         rows[name]["steps"] = budget.get("steps")
         rows[name]["grad_tokens"] = budget.get("grad_tokens")
     columns = {k: v.format(gamma=ev.gamma) for k, v in COLUMNS.items()}
@@ -111,6 +120,9 @@ def compare_drafts(
     columns.update({k: k for k in quality_keys})
     table = markdown_table(list(rows.values()), columns)
     results["markdown"] = table
+    results["environment"] = environment()
     write_eval_outputs(results, out / "comparison")
-    (out / "comparison.md").write_text(table)
+    (out / "comparison.md").write_text(
+        table + "\n" + describe_environment(results["environment"]) + "\n"
+    )
     return results

@@ -106,20 +106,39 @@ class Pipeline:
         self.train_dataset = to_hf_dataset(features)
         self.collator = DataCollatorForCompletion(self.tokenizer)
         self._teacher_cache: TeacherCache | None = None
+        self._ref_cache: TeacherCache | None = None
 
     def teacher_cache(self, target) -> TeacherCache | None:
-        """The target's logits on the training set, built on first use when the config asks."""
+        """The target's outputs on the training set, built on first use when the config asks."""
         if self.config.teacher_cache and self._teacher_cache is None:
-            start = time.perf_counter()
-            self._teacher_cache = TeacherCache.build(
-                target,
-                self.train_dataset,
-                self.collator,
-                vocab_size=len(self.tokenizer),
-                batch_size=self.config.reference.optim.per_device_batch_size,
-            )
-            self.timings["teacher_cache"] = time.perf_counter() - start
+            self._teacher_cache = self._build_cache("teacher_cache", target)
         return self._teacher_cache
+
+    def ref_cache(self, reference) -> TeacherCache | None:
+        """The reference's hidden states on the training set (``teacher_cache_kind: hidden``).
+
+        Every AdaSPEC draft run (each budget) is filtered by the same frozen reference, so its
+        forward is run once too. A logits cache does not cover the reference: its vocabulary-wide
+        rows would double the memory that the hidden kind exists to save.
+        """
+        if not (self.config.teacher_cache and self.config.teacher_cache_kind == "hidden"):
+            return None
+        if self._ref_cache is None:
+            self._ref_cache = self._build_cache("ref_cache", reference)
+        return self._ref_cache
+
+    def _build_cache(self, name: str, model) -> TeacherCache:
+        start = time.perf_counter()
+        cache = TeacherCache.build(
+            model,
+            self.train_dataset,
+            self.collator,
+            vocab_size=len(self.tokenizer),
+            batch_size=self.config.reference.optim.per_device_batch_size,
+            kind=self.config.teacher_cache_kind,
+        )
+        self.timings[name] = time.perf_counter() - start
+        return cache
 
     def _load(self, name: str):
         return load_model(str(self.out / name)).eval()
@@ -197,7 +216,7 @@ class Pipeline:
                 folder,
                 data_collator=self.collator,
                 target_model=target,
-                loss=cfg.loss.replace(k=1.0),
+                loss=cfg.loss.plain_kd(),
                 config=self.config,
                 resume=self.resume,
                 teacher_cache=self.teacher_cache(target),
@@ -210,32 +229,47 @@ class Pipeline:
         trained = {}
         for name, (kind, optim) in draft_runs(self.config).items():
             loss = (
-                self.config.draft.loss
-                if kind == "adaspec"
-                else self.config.draft.loss.replace(k=1.0)
+                self.config.draft.loss if kind == "adaspec" else self.config.draft.loss.plain_kd()
             )
             ref = reference if kind == "adaspec" else None
-
-            def train(folder: Path, optim=optim, loss=loss, ref=ref):
-                self.draft_init()
-                return run_stage(
-                    "draft",
-                    self._load("draft_init"),
-                    self.tokenizer,
-                    self.train_dataset,
-                    optim,
-                    folder,
-                    data_collator=self.collator,
-                    target_model=target,
-                    ref_model=ref,
-                    loss=loss,
-                    config=self.config,
-                    resume=self.resume,
-                    teacher_cache=self.teacher_cache(target),
-                )
-
-            trained[name] = self._stage(name, train)
+            trained[name] = self.train_draft(name, target, ref, optim, loss)
         return trained
+
+    def train_draft(self, name: str, target, ref, optim, loss, init: str = "draft_init") -> Any:
+        """Train (or load, when finished) one distilled draft into ``output_dir/name``.
+
+        Args:
+            name: The run's folder name under ``output_dir``.
+            target: The frozen target.
+            ref: The frozen reference that ΔL is taken against, or ``None`` (plain KD, or a
+                selection signal that needs no reference).
+            optim: The run's optimisation settings.
+            loss: The run's loss settings.
+            init: The folder of the initial weights: ``draft_init`` (the reference's own start)
+                or an earlier stage's output such as ``reference`` (continued training).
+        """
+
+        def train(folder: Path):
+            if init == "draft_init":
+                self.draft_init()
+            return run_stage(
+                "draft",
+                self._load(init),
+                self.tokenizer,
+                self.train_dataset,
+                optim,
+                folder,
+                data_collator=self.collator,
+                target_model=target,
+                ref_model=ref,
+                loss=loss,
+                config=self.config,
+                resume=self.resume,
+                teacher_cache=self.teacher_cache(target),
+                ref_cache=self.ref_cache(ref) if ref is not None else None,
+            )
+
+        return self._stage(name, train)
 
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
         """Run the requested stages in order (loading earlier stages' outputs), then compare."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adaspec.config import ConfigBase, cfg_field, check_range
+from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
 from adaspec.data import DataConfig
 from adaspec.training.config import BudgetConfig, LossConfig, ModelSpec, OptimConfig
 
@@ -84,6 +84,67 @@ class CompareConfig(ConfigBase):
         check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)
 
 
+SWEEP_RECIPES = (
+    "kd",
+    "adaspec",
+    "random_k",
+    "late_phase",
+    "k_linear",
+    "student_entropy",
+    "draft_loss",
+    "ref_adaspec",
+    "ref_kd",
+)
+
+
+@dataclass
+class SweepConfig(ConfigBase):
+    """``adaspec sweep``: controls and recipes against plain KD, all at one schedule, over seeds."""
+
+    seeds: list = cfg_field([0, 1, 2], help="seeds; each gets its own target, reference, drafts")
+    recipes: list = cfg_field(
+        [
+            "kd",
+            "adaspec",
+            "random_k",
+            "late_phase",
+            "k_linear",
+            "student_entropy",
+            "ref_adaspec",
+            "ref_kd",
+        ],
+        help="what to train, all with the draft stage's equal-steps schedule: kd (plain KD, the "
+        "DistillSpec draft), adaspec (draft.loss), random_k (k kept at random), late_phase (KD for "
+        "late_phase_fraction of the steps, then AdaSPEC), k_linear (k from 1 down to draft.loss.k "
+        "over k_linear_fraction of the steps), student_entropy and draft_loss (other selection "
+        "signals), ref_adaspec / ref_kd (AdaSPEC / KD continued from the trained reference for the "
+        "same steps)",
+    )
+    late_phase_fraction: float = cfg_field(
+        0.5, help="late_phase: fraction of the optimizer steps trained with plain KD first"
+    )
+    k_linear_fraction: float = cfg_field(
+        1.0, help="k_linear: fraction of the optimizer steps over which k falls from 1 to k"
+    )
+    baseline: str = cfg_field("kd", help="the recipe the paired differences are taken against")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.seeds:
+            raise ConfigError("sweep.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+        if not self.recipes:
+            raise ConfigError(
+                "sweep.recipes is empty: list recipes from " + ", ".join(SWEEP_RECIPES)
+            )
+        for name in self.recipes:
+            check_choice("sweep.recipes entry", name, SWEEP_RECIPES)
+        if len(set(self.recipes)) != len(self.recipes):
+            raise ConfigError(f"sweep.recipes lists a recipe twice: {self.recipes}")
+        check_choice("sweep.baseline", self.baseline, self.recipes)
+        check_range("sweep.late_phase_fraction", self.late_phase_fraction, 0.0, 1.0, low_open=True)
+        check_range("sweep.k_linear_fraction", self.k_linear_fraction, 0.0, 1.0, low_open=True)
+
+
 @dataclass
 class PipelineConfig(ConfigBase):
     """Everything one AdaSPEC run needs: target, reference, draft(s) and their comparison."""
@@ -94,8 +155,15 @@ class PipelineConfig(ConfigBase):
     seed: int = cfg_field(0, help="seed of the fresh models' weights and the data order")
     teacher_cache: bool = cfg_field(
         False,
-        help="run the target once over the training set and reuse its logits in every distillation "
-        "stage (exact; holds response tokens x vocabulary x 4 bytes of host memory)",
+        help="run the target once over the training set and reuse its outputs in every "
+        "distillation stage (exact; memory per response token: see teacher_cache_kind)",
+    )
+    teacher_cache_kind: str = cfg_field(
+        "logits",
+        help="what the teacher cache holds: 'logits' (vocabulary x 4 bytes a token in float32; "
+        "small vocabularies) or 'hidden' (the final hidden states, hidden_size x 4 bytes a token; "
+        "logits are recomputed with the lm_head inside the chunked loss, so a 49k vocabulary "
+        "fits). 'hidden' also caches the reference's hidden states for the draft stage",
     )
     tokenizer: TokenizerConfig = cfg_field(TokenizerConfig, help="the shared tokenizer")
     data: DataConfig = cfg_field(DataConfig, help="training and held-out data")
@@ -113,3 +181,8 @@ class PipelineConfig(ConfigBase):
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")
     evaluation: CompareConfig = cfg_field(CompareConfig, help="the final comparison")
+    sweep: SweepConfig = cfg_field(SweepConfig, help="adaspec sweep: recipes and controls")
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("teacher_cache_kind", self.teacher_cache_kind, ("logits", "hidden"))

@@ -18,11 +18,8 @@ only for kept tokens. Logit matmuls run in the input dtype (as the model's ``lm_
 everything after them is float32, and weight/bias gradients are accumulated in float32.
 
 Default ``chunk_size=1024``: peak extra memory is about five ``[chunk, V]`` float32 blocks
-plus one float32 ``[V, H_draft]`` gradient accumulator, independent of ``N``. Measured with
-``benchmarks/loss_memory.py`` (CPU, float32, N=8192, V=50304, draft H=256, target H=2048, one
-run): chunked 1.17 GiB / 182 s vs. naive (official snippet) 18.1 GiB / 263 s, i.e. 6.5% of the
-memory and 0.69x the time. 1024 rows keep the matmuls efficient; by the block count (not
-measured) 2048 would be ~13% of the naive peak and 4096 over the 20% target.
+plus one float32 ``[V, H_draft]`` gradient accumulator, independent of ``N``; measured against
+the naive path by ``benchmarks/loss_memory.py`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,7 +33,14 @@ from torch import Tensor, nn
 
 from adaspec.losses.divergences import check_divergence, token_divergence
 from adaspec.losses.reduction import check_reduction, resolve_denominator
-from adaspec.losses.selection import check_k, check_scope, select_tokens
+from adaspec.losses.selection import (
+    check_k,
+    check_scope,
+    check_signal,
+    draft_entropy,
+    select_tokens,
+    selection_score,
+)
 from adaspec.losses.selective import SelectiveLossOutput, selection_stats
 
 __all__ = ["ChunkedAdaSPECLoss", "chunked_adaspec_loss"]
@@ -179,6 +183,7 @@ def chunked_adaspec_loss(
     target_bias: Tensor | None = None,
     ref_bias: Tensor | None = None,
     vocab_size: int | None = None,
+    signal: str = "delta",
 ) -> SelectiveLossOutput:
     """AdaSPEC loss from hidden states, chunked so no ``[N, V]`` tensor is ever built.
 
@@ -208,6 +213,7 @@ def chunked_adaspec_loss(
         ref_bias: ``[V_r]`` or ``None``.
         vocab_size: Use only the first ``vocab_size`` logit columns (drops padded embedding
             rows); ``None`` requires all heads to have the same number of rows.
+        signal: What tokens are ranked by (see :func:`adaspec.losses.adaspec_token_loss`).
 
     Returns:
         :class:`SelectiveLossOutput`; ``loss`` is differentiable w.r.t. ``draft_hidden``,
@@ -218,6 +224,7 @@ def chunked_adaspec_loss(
     check_divergence(divergence)
     check_scope(scope)
     check_reduction(reduction)
+    check_signal(signal)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if (ref_hidden is None) != (ref_weight is None):
@@ -252,6 +259,7 @@ def chunked_adaspec_loss(
     # Pass 1: per-token L_draft and L_ref of valid tokens, chunk by chunk, no graph.
     draft_l = torch.zeros(n_valid, dtype=torch.float32, device=device)
     ref_l = torch.zeros_like(draft_l) if ref_hidden is not None else None
+    entropy_l = torch.zeros_like(draft_l) if signal == "student_entropy" else None
     with torch.no_grad():
         for start in range(0, n_valid, chunk_size):
             rows = valid_idx[start : start + chunk_size]
@@ -263,6 +271,8 @@ def chunked_adaspec_loss(
                 vocab,
             )
             draft_l[start : start + rows.numel()] = token_divergence(dz, tz, **kw)
+            if entropy_l is not None:
+                entropy_l[start : start + rows.numel()] = draft_entropy(dz, temperature)
             del dz
             if ref_l is not None:
                 r_h = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1]).index_select(0, rows)
@@ -274,13 +284,14 @@ def chunked_adaspec_loss(
 
     zeros = torch.zeros(valid.numel(), dtype=torch.float32, device=device)
     per_token = zeros.index_copy(0, valid_idx, draft_l).view(layout)
-    ref_per_token = delta = None
-    if ref_l is None:
-        kept = valid.clone()
-    else:
+    ref_per_token = delta = entropy = None
+    if ref_l is not None:
         ref_per_token = zeros.index_copy(0, valid_idx, ref_l).view(layout)
         delta = per_token - ref_per_token
-        kept = select_tokens(delta, valid, k, scope=scope, group=group)
+    if entropy_l is not None:
+        entropy = zeros.index_copy(0, valid_idx, entropy_l).view(layout)
+    score = selection_score(signal, per_token, ref_per_token, entropy)
+    kept = valid.clone() if score is None else select_tokens(score, valid, k, scope, group)
 
     # Pass 2: loss (and fused gradients) over kept tokens only.
     kept_idx = kept.reshape(-1).nonzero().squeeze(1)

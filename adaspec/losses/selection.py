@@ -13,6 +13,16 @@ Scopes (which tokens share one threshold):
 * ``"global"``: the valid ``ΔL`` of every data-parallel rank are gathered (``all_gather``), so
   every rank uses the same threshold; this is a collective, every rank of ``group`` must call
   it. Falls back to ``"batch"`` when ``torch.distributed`` is not initialised.
+
+Signals (what the tokens are ranked by; :func:`selection_score`):
+
+* ``"delta"``: ``ΔL = L_draft - L_ref``, AdaSPEC's (needs the reference).
+* ``"random"``: uniform noise, i.e. the same fraction ``k`` kept at random: the control that tells
+  the signal apart from training on fewer tokens.
+* ``"draft_loss"``: ``L_draft`` alone (the hardest tokens, no reference).
+* ``"student_entropy"``: the entropy of the draft's distribution, the signal of "Rethinking
+  Selective Knowledge Distillation" (arXiv 2602.01395): keep the tokens the student is least
+  sure of.
 """
 
 from __future__ import annotations
@@ -24,8 +34,19 @@ import torch.distributed as dist
 from torch import Tensor
 
 SCOPES: tuple[str, ...] = ("batch", "sequence", "global")
+SIGNALS: tuple[str, ...] = ("delta", "random", "draft_loss", "student_entropy")
 
-__all__ = ["SCOPES", "check_k", "check_scope", "quantile_threshold", "select_tokens"]
+__all__ = [
+    "SCOPES",
+    "SIGNALS",
+    "check_k",
+    "check_scope",
+    "check_signal",
+    "draft_entropy",
+    "quantile_threshold",
+    "select_tokens",
+    "selection_score",
+]
 
 
 def check_k(k: float) -> float:
@@ -55,6 +76,51 @@ def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     return scope
+
+
+def check_signal(signal: str) -> str:
+    """Validate a selection signal name (one of :data:`SIGNALS`) and return it."""
+    if signal not in SIGNALS:
+        raise ValueError(f"selection signal must be one of {SIGNALS}, got {signal!r}")
+    return signal
+
+
+def draft_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``[..., V] -> [...]`` float32 entropy of ``softmax(logits / temperature)`` (no gradient)."""
+    with torch.no_grad():
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        return -(logp.exp() * logp).sum(-1)
+
+
+def selection_score(
+    signal: str,
+    draft_loss: Tensor,
+    ref_loss: Tensor | None = None,
+    entropy: Tensor | None = None,
+) -> Tensor | None:
+    """Per-token score that :func:`select_tokens` keeps the top ``k`` of (detached).
+
+    Args:
+        signal: One of :data:`SIGNALS`.
+        draft_loss: ``[...]`` ``L_draft`` per token.
+        ref_loss: ``[...]`` ``L_ref`` per token, or ``None`` without a reference.
+        entropy: ``[...]`` draft entropy per token (needed for ``"student_entropy"``).
+
+    Returns:
+        The ``[...]`` score, or ``None`` for ``"delta"`` without a reference (then every token
+        is kept: plain KD, as the reference stage and DistillSpec).
+    """
+    check_signal(signal)
+    draft_loss = draft_loss.detach()
+    if signal == "delta":
+        return None if ref_loss is None else draft_loss - ref_loss.detach()
+    if signal == "random":
+        return torch.rand(draft_loss.shape, device=draft_loss.device)
+    if signal == "draft_loss":
+        return draft_loss
+    if entropy is None:
+        raise ValueError("selection signal 'student_entropy' needs the draft entropy per token")
+    return entropy.detach().float()
 
 
 def _interpolate_sorted(sorted_vals: Tensor, count: Tensor, q: float) -> Tensor:

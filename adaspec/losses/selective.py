@@ -21,7 +21,14 @@ from torch import Tensor, nn
 
 from adaspec.losses.divergences import check_divergence, token_divergence
 from adaspec.losses.reduction import check_reduction, reduce_token_loss
-from adaspec.losses.selection import check_k, check_scope, select_tokens
+from adaspec.losses.selection import (
+    check_k,
+    check_scope,
+    check_signal,
+    draft_entropy,
+    select_tokens,
+    selection_score,
+)
 
 __all__ = [
     "AdaSPECLoss",
@@ -146,6 +153,7 @@ def adaspec_token_loss(
     reduction: str = "sum",
     num_items_in_batch: int | Tensor | None = None,
     group: dist.ProcessGroup | None = None,
+    signal: str = "delta",
 ) -> SelectiveLossOutput:
     """AdaSPEC selective KD loss on full logits.
 
@@ -168,12 +176,16 @@ def adaspec_token_loss(
         num_items_in_batch: Valid tokens of the accumulated batch; ``None`` = valid tokens of
             this micro-batch.
         group: Process group for ``scope="global"``.
+        signal: What tokens are ranked by (:data:`adaspec.losses.selection.SIGNALS`):
+            ``"delta"`` (AdaSPEC, ΔL), or the controls ``"random"``, ``"draft_loss"``,
+            ``"student_entropy"``, which need no reference.
 
     Returns:
         :class:`SelectiveLossOutput` (``per_token``/``delta``/``kept`` in ``valid``'s layout).
 
     """
     k = check_k(k)
+    check_signal(signal)
     check_divergence(divergence)
     check_scope(scope)
     check_reduction(reduction)
@@ -193,14 +205,16 @@ def adaspec_token_loss(
     per_token = zeros.masked_scatter(valid, draft_valid)
 
     ref_per_token = delta = None
-    if ref_logits is None:
-        kept = valid.clone()
-    else:
+    if ref_logits is not None:
         with torch.no_grad():
             ref_valid = token_divergence(ref_logits.detach()[valid], target_valid, **kw)
             ref_per_token = zeros.masked_scatter(valid, ref_valid)
             delta = per_token.detach() - ref_per_token
-        kept = select_tokens(delta, valid, k, scope=scope, group=group)
+    entropy = None
+    if signal == "student_entropy":
+        entropy = zeros.masked_scatter(valid, draft_entropy(draft_logits[valid], temperature))
+    score = selection_score(signal, per_token, ref_per_token, entropy)
+    kept = valid.clone() if score is None else select_tokens(score, valid, k, scope, group)
 
     loss = reduce_token_loss(per_token, kept, num_items_in_batch, reduction, num_valid=valid.sum())
     stats = selection_stats(per_token, ref_per_token, valid, kept)

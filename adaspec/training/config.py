@@ -7,9 +7,11 @@ from typing import Any
 
 from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
 from adaspec.losses import DIVERGENCES
+from adaspec.losses.selection import SIGNALS
 
 SCOPES = ("batch", "sequence", "global")
 REDUCTIONS = ("sum", "mean")
+K_SCHEDULES = ("constant", "step", "linear")
 BUDGETS = ("equal_steps", "equal_tokens")
 TOKEN_BUDGET_SCALINGS = ("steps", "batch")
 
@@ -129,6 +131,25 @@ class LossConfig(ConfigBase):
         1024,
         help="tokens per chunk on the chunked path (1024: 6.5% of the naive peak at 8192 x 50304, docs/benchmarks.md)",
     )
+    selection: str = cfg_field(
+        "delta",
+        help="what the top-k tokens are ranked by: delta (AdaSPEC: L_draft - L_ref), random (the "
+        "same fraction at random, a control), draft_loss (L_draft alone), student_entropy (the "
+        "draft's entropy, arXiv 2602.01395); all but delta need no reference",
+    )
+    k_schedule: str = cfg_field(
+        "constant",
+        help="how k moves over training: constant (k throughout), step (k_start for the first "
+        "k_schedule_fraction of the optimizer steps, then k: KD first, AdaSPEC late), linear "
+        "(from k_start to k over that fraction, then k)",
+    )
+    k_start: float = cfg_field(
+        1.0, help="k at step 0 under a step or linear k_schedule, in (0, 1] (1: plain KD)"
+    )
+    k_schedule_fraction: float = cfg_field(
+        0.5,
+        help="fraction of the optimizer steps that a step or linear k_schedule spans, in (0, 1]",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -141,21 +162,43 @@ class LossConfig(ConfigBase):
         check_choice("scope", self.scope, SCOPES)
         check_choice("reduction", self.reduction, REDUCTIONS)
         check_range("chunk_size", self.chunk_size, 1)
+        check_choice("selection", self.selection, SIGNALS)
+        check_choice("k_schedule", self.k_schedule, K_SCHEDULES)
+        check_range("k_start", self.k_start, 0.0, 1.0, low_open=True)
+        check_range("k_schedule_fraction", self.k_schedule_fraction, 0.0, 1.0, low_open=True)
         if self.chunked and self.scope == "sequence":
             raise ConfigError(
                 "loss.scope='sequence' is not available with loss.chunked=true (the chunked path sees "
                 "a flat list of tokens): use scope 'batch' or 'global', or chunked=false"
             )
 
-    def loss_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`adaspec.losses.adaspec_token_loss`."""
+    def plain_kd(self) -> LossConfig:
+        """These settings as plain KD: every response token kept throughout (k = 1)."""
+        return self.replace(k=1.0, k_schedule="constant", selection="delta")
+
+    def k_at(self, progress: float) -> float:
+        """The kept fraction at ``progress`` (optimizer steps done / total, in [0, 1])."""
+        if self.k_schedule == "constant" or progress >= self.k_schedule_fraction:
+            return self.k
+        if self.k_schedule == "step":
+            return self.k_start
+        return self.k_start + (self.k - self.k_start) * progress / self.k_schedule_fraction
+
+    def loss_kwargs(self, progress: float | None = None) -> dict[str, Any]:
+        """Keyword arguments for :func:`adaspec.losses.adaspec_token_loss`.
+
+        Args:
+            progress: Optimizer steps done / total, for a ``k_schedule``; ``None``: the final
+                ``k``.
+        """
         return dict(
-            k=self.k,
+            k=self.k if progress is None else self.k_at(progress),
             divergence=self.divergence,
             temperature=self.temperature,
             beta=self.beta,
             scope=self.scope,
             reduction=self.reduction,
+            signal=self.selection,
         )
 
 

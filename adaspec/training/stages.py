@@ -116,6 +116,7 @@ def run_stage(
     config: ConfigBase | None = None,
     resume: bool = True,
     teacher_cache: TeacherCache | None = None,
+    ref_cache: TeacherCache | None = None,
 ) -> PreTrainedModel:
     """Train one stage and save the result to ``output_dir`` (checkpoints in ``output_dir/checkpoints``).
 
@@ -132,7 +133,8 @@ def run_stage(
         loss: The distillation loss settings (reference and draft stages).
         config: The resolved config to save beside the model.
         resume: Continue from the newest complete checkpoint if there is one.
-        teacher_cache: Precomputed target logits for the reference and draft stages.
+        teacher_cache: Precomputed target outputs for the reference and draft stages.
+        ref_cache: Precomputed reference outputs for the draft stage.
 
     Returns:
         The trained model.
@@ -140,7 +142,7 @@ def run_stage(
     output_dir = Path(output_dir)
     ckpt_dir = output_dir.with_name(output_dir.name + "-checkpoints")
     args = training_arguments(optim, ckpt_dir, run_name=output_dir.name)
-    if teacher_cache is not None and stage != "target":
+    if (teacher_cache is not None or ref_cache is not None) and stage != "target":
         train_dataset = with_example_index(train_dataset)
     distill = {"teacher_cache": teacher_cache} if stage != "target" else {}
     common = dict(
@@ -159,7 +161,7 @@ def run_stage(
             **common,
             **distill,
             target_model=target_model,
-            loss_config=(loss or LossConfig()).replace(k=1.0),
+            loss_config=(loss or LossConfig()).plain_kd(),
         )
     elif stage == "draft":
         if target_model is None:
@@ -170,6 +172,7 @@ def run_stage(
             target_model=target_model,
             ref_model=ref_model,
             loss_config=loss or LossConfig(),
+            ref_cache=ref_cache,
         )
     else:
         raise ValueError(f"stage must be 'target', 'reference' or 'draft', got {stage!r}")

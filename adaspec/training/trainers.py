@@ -76,9 +76,15 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             every response token (plain KD, DistillSpec).
         k: Kept fraction in (0, 1]; overrides ``loss_config.k`` when given.
         loss_config: Divergence, temperature, selection scope, reduction and chunking.
-        teacher_cache: Precomputed target logits (:class:`TeacherCache`); the batches then carry
-            ``example_index`` and the target is not run during training.
+        teacher_cache: Precomputed target logits or final hidden states
+            (:class:`TeacherCache`); the batches then carry ``example_index`` and the target is
+            not run during training (only its ``lm_head``, for a ``"hidden"`` cache).
+        ref_cache: The same for the reference (a draft stage that reuses one reference over
+            several runs). Must be of the same kind as ``teacher_cache`` when both are given.
         **kwargs: Passed to ``transformers.Trainer``.
+
+    A ``"hidden"`` cache always runs the chunked loss (logits are recomputed from the cached
+    hidden states chunk by chunk); a ``"logits"`` cache needs ``loss.chunked=false``.
 
     Raises:
         ValueError: If the models do not share a vocabulary, or ``k`` is outside (0, 1].
@@ -92,6 +98,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         k: float | None = None,
         loss_config: LossConfig | None = None,
         teacher_cache: TeacherCache | None = None,
+        ref_cache: TeacherCache | None = None,
         **kwargs: Any,
     ) -> None:
         if target_model is None:
@@ -105,20 +112,20 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         if ref_model is not None:
             models["reference"] = ref_model
         self.vocab_size = check_same_vocabulary(models, self.processing_class)
-        if loss_config.chunked and deepspeed_zero_stage(self) == 3:
+        if ref_cache is not None and ref_model is None:
+            raise ValueError("ref_cache was given without ref_model: pass the reference too")
+        self.cache_kind = _cache_kind(teacher_cache, ref_cache, loss_config)
+        self.use_chunked = loss_config.chunked or self.cache_kind == "hidden"
+        if self.use_chunked and deepspeed_zero_stage(self) == 3:
             raise ValueError(
-                "loss.chunked=true needs whole lm_head weights, which ZeRO-3 partitions: "
-                "use ZeRO stage 1 or 2, or set loss.chunked=false"
-            )
-        if teacher_cache is not None and (loss_config.chunked or loss_config.scope == "sequence"):
-            raise ValueError(
-                "teacher_cache works on the flat list of response tokens: use loss.chunked=false "
-                "and loss.scope 'batch' or 'global' with it"
+                "the chunked loss (loss.chunked=true, or a 'hidden' teacher cache) needs whole "
+                "lm_head weights, which ZeRO-3 partitions: use ZeRO stage 1 or 2, or set "
+                "loss.chunked=false with no cache or a 'logits' cache"
             )
         self.teacher_cache = teacher_cache
+        self.ref_cache = ref_cache
         self.target_model = prepare_frozen_model(target_model, self)
         self.ref_model = prepare_frozen_model(ref_model, self) if ref_model is not None else None
-        self.k = loss_config.k
         # Causal-LM labels are shifted; count num_items_in_batch over labels[:, 1:].
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
@@ -134,9 +141,9 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         """Selective distillation loss of one micro-batch (see :mod:`adaspec.losses`)."""
         labels = inputs["labels"]
         model_inputs = {k: v for k, v in inputs.items() if k in _MODEL_INPUTS}
-        if self.loss_config.chunked:
-            outputs, result = self._chunked_loss(model, model_inputs, labels, num_items_in_batch)
-        elif self.teacher_cache is not None:
+        if self.use_chunked:
+            outputs, result = self._chunked_loss(model, inputs, model_inputs, num_items_in_batch)
+        elif self.cache_kind == "logits":
             outputs, result = self._cached_loss(model, inputs, model_inputs, num_items_in_batch)
         else:
             outputs = model(**model_inputs, use_cache=False)
@@ -155,7 +162,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
                 ref_logits[:, :-1, :v] if ref_logits is not None else None,
                 valid,
                 num_items_in_batch=num_items_in_batch,
-                **self.loss_config.loss_kwargs(),
+                **self._loss_kwargs(),
             )
         loss = result.loss
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
@@ -170,70 +177,103 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             self._record_stats(result.stats)
         return (loss, outputs) if return_outputs else loss
 
-    def _cached_loss(self, model, inputs, model_inputs, num_items_in_batch):
+    def _loss_kwargs(self) -> dict[str, Any]:
+        """The loss settings at this optimizer step (``k`` follows ``loss.k_schedule``)."""
+        total = self.state.max_steps or 0
+        progress = self.state.global_step / total if total > 0 else 0.0
+        return self.loss_config.loss_kwargs(progress=min(progress, 1.0))
+
+    def _cached(
+        self, cache: TeacherCache, inputs: dict[str, torch.Tensor], rows: int, device: Any
+    ) -> torch.Tensor:
+        """The cached rows of this batch's response tokens, checked against the batch."""
         if TEACHER_INDEX not in inputs:
             raise ValueError(
-                f"teacher_cache is set but the batch has no {TEACHER_INDEX!r}: build the dataset with "
-                "adaspec.training.teacher_cache.with_example_index"
+                f"a teacher cache is set but the batch has no {TEACHER_INDEX!r}: build the "
+                "dataset with adaspec.training.teacher_cache.with_example_index"
             )
+        flat = cache.gather(inputs[TEACHER_INDEX], device=device)
+        if flat.shape[0] != rows:
+            raise ValueError(
+                f"cached {cache.kind} {tuple(flat.shape)} do not match this batch's {rows} "
+                "response tokens: the dataset changed since the cache was built; rebuild it"
+            )
+        return flat
+
+    def _cached_loss(self, model, inputs, model_inputs, num_items_in_batch):
         v = self.vocab_size
         outputs = model(**model_inputs, use_cache=False)
         draft_logits, valid = shift_for_causal_lm(
             outputs.logits[..., :v], inputs["labels"], IGNORE_INDEX
         )
         draft_flat = draft_logits[valid]
-        target_flat = self.teacher_cache.gather(inputs[TEACHER_INDEX], device=draft_flat.device)
+        n, device = draft_flat.shape[0], draft_flat.device
+        target_flat = (
+            self._cached(self.teacher_cache, inputs, n, device)
+            if self.teacher_cache is not None
+            else self._frozen_logits(self.target_model, model_inputs, valid)
+        )
         if target_flat.shape != draft_flat.shape:
             raise ValueError(
-                f"cached target logits {tuple(target_flat.shape)} do not match this batch's response "
-                f"tokens {tuple(draft_flat.shape)}: the dataset changed since the cache was built; "
-                "rebuild it"
+                f"cached target logits {tuple(target_flat.shape)} do not match this batch's "
+                f"response tokens {tuple(draft_flat.shape)}: the dataset changed since the cache "
+                "was built; rebuild it"
             )
         ref_flat = None
-        if self.ref_model is not None:
-            with torch.no_grad():
-                ref_logits = self.ref_model(**model_inputs, use_cache=False).logits
-            ref_flat = ref_logits[:, :-1, :v][valid]
+        if self.ref_cache is not None:
+            ref_flat = self._cached(self.ref_cache, inputs, n, device)
+        elif self.ref_model is not None:
+            ref_flat = self._frozen_logits(self.ref_model, model_inputs, valid)
         result = adaspec_token_loss(
             draft_flat,
             target_flat,
             ref_flat,
-            torch.ones(draft_flat.shape[0], dtype=torch.bool, device=draft_flat.device),
+            torch.ones(n, dtype=torch.bool, device=device),
             num_items_in_batch=num_items_in_batch,
-            **self.loss_config.loss_kwargs(),
+            **self._loss_kwargs(),
         )
         return outputs, result
+
+    @torch.no_grad()
+    def _frozen_logits(self, model: nn.Module, model_inputs, valid) -> torch.Tensor:
+        logits = model(**model_inputs, use_cache=False).logits
+        return logits[:, :-1, : self.vocab_size][valid]
 
     def _last_hidden(self, model: nn.Module, model_inputs: dict[str, torch.Tensor]):
         # logits_to_keep=1 computes the lm_head for one position only; the loss takes the weights.
         out = model(**model_inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
         return out, out.hidden_states[-1]
 
-    def _chunked_loss(self, model, model_inputs, labels, num_items_in_batch):
-        valid = labels[:, 1:] != IGNORE_INDEX
-        outputs, hidden = self._last_hidden(model, model_inputs)
+    def _frozen_hidden(self, model, cache, inputs, model_inputs, valid) -> torch.Tensor:
+        """Flat ``[N, H]`` final hidden states of a frozen model: from its cache, or a forward."""
+        if cache is not None:
+            return self._cached(cache, inputs, int(valid.sum()), valid.device)
         with torch.no_grad():
-            _, target_hidden = self._last_hidden(self.target_model, model_inputs)
-            ref_hidden = (
-                self._last_hidden(self.ref_model, model_inputs)[1]
-                if self.ref_model is not None
-                else None
+            return self._last_hidden(model, model_inputs)[1][:, :-1][valid]
+
+    def _chunked_loss(self, model, inputs, model_inputs, num_items_in_batch):
+        valid = inputs["labels"][:, 1:] != IGNORE_INDEX
+        outputs, hidden = self._last_hidden(model, model_inputs)
+        target_hidden = self._frozen_hidden(
+            self.target_model, self.teacher_cache, inputs, model_inputs, valid
+        )
+        ref_hidden = None
+        if self.ref_model is not None:
+            ref_hidden = self._frozen_hidden(
+                self.ref_model, self.ref_cache, inputs, model_inputs, valid
             )
 
         def head(m: nn.Module) -> nn.Linear:
             return self.accelerator.unwrap_model(m).get_output_embeddings()
 
-        def pick(h: torch.Tensor) -> torch.Tensor:
-            return h[:, :-1][valid]
-
         d_head, t_head = head(model), head(self.target_model)
         r_head = head(self.ref_model) if self.ref_model is not None else None
         result = chunked_adaspec_loss(
-            pick(hidden),
+            hidden[:, :-1][valid],
             d_head.weight,
-            pick(target_hidden),
+            target_hidden,
             t_head.weight,
-            pick(ref_hidden) if ref_hidden is not None else None,
+            ref_hidden,
             r_head.weight if r_head is not None else None,
             valid=None,
             num_items_in_batch=num_items_in_batch,
@@ -242,9 +282,35 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             target_bias=t_head.bias,
             ref_bias=r_head.bias if r_head is not None else None,
             vocab_size=self.vocab_size,
-            **self.loss_config.loss_kwargs(),
+            **self._loss_kwargs(),
         )
         return outputs, result
+
+
+def _cache_kind(
+    teacher_cache: TeacherCache | None, ref_cache: TeacherCache | None, loss: LossConfig
+) -> str | None:
+    """The kind shared by the given caches (``None`` without any); refuses what cannot work."""
+    kinds = {c.kind for c in (teacher_cache, ref_cache) if c is not None}
+    if not kinds:
+        return None
+    if len(kinds) > 1:
+        raise ValueError(
+            f"teacher_cache and ref_cache must be of one kind, got {sorted(kinds)}: build both "
+            "with the same kind"
+        )
+    kind = kinds.pop()
+    if loss.scope == "sequence":
+        raise ValueError(
+            "a teacher cache works on the flat list of response tokens: use loss.scope 'batch' or "
+            "'global' with it"
+        )
+    if kind == "logits" and loss.chunked:
+        raise ValueError(
+            "a 'logits' teacher cache holds whole logits, which the chunked loss never builds: "
+            "set loss.chunked=false, or cache 'hidden' states for the chunked loss"
+        )
+    return kind
 
 
 class KDTrainer(AdaSPECTrainer):

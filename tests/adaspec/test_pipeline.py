@@ -104,20 +104,28 @@ def test_pipeline_end_to_end_then_resume_skips(tmp_path):
     }
 
 
-def test_pipeline_teacher_cache_gives_same_drafts(tmp_path):
+@pytest.mark.parametrize("kind", ["logits", "hidden"])
+def test_pipeline_teacher_cache_gives_same_drafts(tmp_path, kind):
     import torch
 
     from adaspec.modeling import load_model
 
     online = run_pipeline(_config(tmp_path / "a", evaluation={"enabled": False}))
     cached = run_pipeline(
-        _config(tmp_path / "b", evaluation={"enabled": False}, teacher_cache=True)
+        _config(
+            tmp_path / "b",
+            evaluation={"enabled": False},
+            teacher_cache=True,
+            teacher_cache_kind=kind,
+        )
     )
     assert (
         "teacher_cache" in cached["stage_seconds"]
         and "teacher_cache" not in online["stage_seconds"]
     )
-    for name in ("reference", "adaspec-equal_steps"):
+    # The hidden kind caches the reference for the draft stage too; the logits kind does not.
+    assert ("ref_cache" in cached["stage_seconds"]) == (kind == "hidden")
+    for name in ("reference", "adaspec-equal_steps", "adaspec-equal_tokens"):
         a = load_model(str(tmp_path / "a" / "run" / name)).state_dict()
         b = load_model(str(tmp_path / "b" / "run" / name)).state_dict()
         for key in a:
@@ -132,6 +140,13 @@ def test_cli_pipeline_rejects_unknown_key(tmp_path, capsys):
     assert main(["pipeline", str(path)]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'draft.loss.kk'" in err and "did you mean 'k'" in err
+
+
+def test_pipeline_config_rejects_unknown_cache_kind(tmp_path):
+    from adaspec.config import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher_cache_kind"):
+        _config(tmp_path, teacher_cache=True, teacher_cache_kind="probs")
 
 
 def test_cli_train_draft_without_reference_says_which_stage(tmp_path, capsys):

@@ -54,7 +54,34 @@ def test_gsm8k_accuracy_rejects_length_mismatch():
 
 
 def test_rouge_tokenize_matches_rouge_score_default():
-    assert rouge_tokenize("Hello, World! It's 2024.") == ["hello", "world", "it", "s", "2024"]
+    from rouge_score.tokenize import tokenize
+
+    text = "Hello, World! It's 2024."
+    assert rouge_tokenize(text) == tokenize(text, None) == ["hello", "world", "it", "s", "2024"]
+
+
+@pytest.mark.parametrize("use_stemmer", [False, True])
+def test_rouge_l_matches_rouge_score_package(use_stemmer):
+    """Sentence ROUGE-L and the corpus mean equal the ``rouge-score`` package's on random text."""
+    import random
+
+    from rouge_score import rouge_scorer
+
+    rng = random.Random(0)
+    words = "the cats running ran quickly jumped over a lazy dogs it's 2024 Hello, world!".split()
+    preds = [" ".join(rng.choices(words, k=rng.randint(0, 14))) for _ in range(40)]
+    refs = [" ".join(rng.choices(words, k=rng.randint(1, 14))) for _ in range(40)]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+    fs = []
+    for pred, ref in zip(preds, refs):
+        want = scorer.score(ref, pred)["rougeL"]
+        got = rouge_l(pred, ref, use_stemmer=use_stemmer)
+        assert got["precision"] == pytest.approx(want.precision)
+        assert got["recall"] == pytest.approx(want.recall)
+        assert got["f"] == pytest.approx(want.fmeasure)
+        fs.append(want.fmeasure)
+    corpus = corpus_rouge_l(preds, refs, use_stemmer=use_stemmer)
+    assert corpus["f"] == pytest.approx(sum(fs) / len(fs))
 
 
 def test_lcs_length_hand_computed():

@@ -203,3 +203,27 @@ def test_chunked_rejects_bad_inputs() -> None:
         chunked_adaspec_loss(**h, valid=torch.ones(N + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="token layout"):
         chunked_adaspec_loss(**{**h, "ref_hidden": h["ref_hidden"][:-1]})
+
+
+@pytest.mark.parametrize("signal", ["random", "draft_loss", "student_entropy"])
+@pytest.mark.parametrize("with_ref", [True, False])
+def test_chunked_matches_plain_for_each_selection_signal(signal: str, with_ref: bool) -> None:
+    h = _heads()
+    if not with_ref:
+        h = {k: v for k, v in h.items() if not k.startswith("ref")}
+    valid = torch.rand(N, generator=torch.Generator().manual_seed(3)) > 0.25
+    kw = {"k": 0.4, "temperature": 1.3, "signal": signal, "chunk_size": 7}
+    torch.manual_seed(11)
+    out = chunked_adaspec_loss(**h, valid=valid, **kw)
+    out.loss.backward()
+    got = _grads(h)
+    kw.pop("chunk_size")
+    torch.manual_seed(11)
+    want_out = _plain(h, V, valid, **kw)
+    want_out.loss.backward()
+    want = _grads(h)
+    assert torch.equal(out.kept, want_out.kept)
+    assert 0 < out.kept.sum() < valid.sum()
+    torch.testing.assert_close(out.loss, want_out.loss)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)

@@ -199,3 +199,60 @@ def test_adaspec_token_loss_rejects_bad_inputs() -> None:
         adaspec_token_loss(x, x, x, valid[:, :2])
     with pytest.raises(ValueError, match="ref_logits"):
         adaspec_token_loss(x, x, torch.randn(2, 4, 5), valid)
+
+
+def _signal_inputs(seed=0, n=200, v=17):
+    gen = torch.Generator().manual_seed(seed)
+    draft = torch.randn(n, v, generator=gen) * 2
+    target = torch.randn(n, v, generator=gen) * 2
+    ref = torch.randn(n, v, generator=gen) * 2
+    valid = torch.rand(n, generator=gen) > 0.2
+    return draft, target, ref, valid
+
+
+def _top_k(score, valid, k):
+    thr = torch.quantile(score[valid], 1 - k)
+    return valid & (score >= thr)
+
+
+def test_adaspec_token_loss_draft_loss_signal_keeps_hardest_tokens():
+    from adaspec.losses import token_divergence
+
+    draft, target, ref, valid = _signal_inputs()
+    out = adaspec_token_loss(draft, target, None, valid, k=0.3, signal="draft_loss")
+    want = _top_k(token_divergence(draft, target), valid, 0.3)
+    assert torch.equal(out.kept, want)
+    # The reference changes nothing under this signal (it only feeds the logged ΔL).
+    with_ref = adaspec_token_loss(draft, target, ref, valid, k=0.3, signal="draft_loss")
+    assert torch.equal(with_ref.kept, want) and with_ref.delta is not None
+
+
+def test_adaspec_token_loss_student_entropy_signal_keeps_uncertain_tokens():
+    draft, target, _, valid = _signal_inputs(1)
+    out = adaspec_token_loss(
+        draft, target, None, valid, k=0.4, temperature=2.0, signal="student_entropy"
+    )
+    logp = torch.log_softmax(draft / 2.0, -1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    assert torch.equal(out.kept, _top_k(entropy, valid, 0.4))
+
+
+def test_adaspec_token_loss_random_signal_keeps_k_at_random():
+    draft, target, ref, valid = _signal_inputs(2)
+    delta_kept = adaspec_token_loss(draft, target, ref, valid, k=0.4).kept
+    torch.manual_seed(5)
+    first = adaspec_token_loss(draft, target, ref, valid, k=0.4, signal="random").kept
+    torch.manual_seed(5)
+    again = adaspec_token_loss(draft, target, ref, valid, k=0.4, signal="random").kept
+    torch.manual_seed(6)
+    other = adaspec_token_loss(draft, target, ref, valid, k=0.4, signal="random").kept
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not torch.equal(first, delta_kept)
+    assert not (first & ~valid).any()
+    assert abs(first.sum().item() / valid.sum().item() - 0.4) < 0.01
+
+
+def test_adaspec_token_loss_rejects_unknown_signal():
+    draft, target, ref, valid = _signal_inputs()
+    with pytest.raises(ValueError, match="selection signal"):
+        adaspec_token_loss(draft, target, ref, valid, signal="confidence")

@@ -248,3 +248,115 @@ def test_adaspec_trainer_teacher_cache_trains(tmp_path, tiny_tokenizer, dataset)
     )
     trainer.train()
     assert _changed(before, draft)
+
+
+def _loss_and_grads(trainer, model, batch):
+    model.zero_grad()
+    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(300))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "qwen2"])
+def test_adaspec_trainer_hidden_cache_equals_uncached(tmp_path, tiny_tokenizer, dataset, family):
+    """Hidden-state caches of target and reference give the plain path's loss and gradients."""
+    from adaspec.training.teacher_cache import TeacherCache, with_example_index
+
+    n = len(tiny_tokenizer)
+    # The target has padded embedding rows, as Pythia's: the cached path must cut them too.
+    target = make_tiny_model(family, seed=1, vocab_size=n + 4)
+    ref = make_tiny_model(family, seed=2, vocab_size=n)
+    draft = make_tiny_model(family, seed=3, vocab_size=n).train()
+    collator = DataCollatorForCompletion(tiny_tokenizer)
+    indexed = with_example_index(dataset)
+    build = dict(batch_size=5, vocab_size=n, progress=False, kind="hidden")
+    t_cache = TeacherCache.build(target, dataset, collator, **build)
+    r_cache = TeacherCache.build(ref, dataset, collator, **build)
+    hidden = target.config.hidden_size
+    assert all(v.shape[-1] == hidden for v in t_cache.values)
+    assert t_cache.nbytes == sum(v.shape[0] for v in t_cache.values) * hidden * 4
+    batch = collator([indexed[i] for i in (3, 0, 7, 5)])
+    results = []
+    for caches in (
+        {},
+        {"teacher_cache": t_cache, "ref_cache": r_cache},
+        {"teacher_cache": t_cache},
+    ):
+        trainer = AdaSPECTrainer(
+            model=draft,
+            args=_args(tmp_path),
+            train_dataset=indexed,
+            data_collator=collator,
+            processing_class=tiny_tokenizer,
+            target_model=target,
+            ref_model=ref,
+            loss_config=LossConfig(k=0.4, chunked=False, chunk_size=23),
+            **caches,
+        )
+        assert trainer.use_chunked == bool(caches)
+        results.append(_loss_and_grads(trainer, draft, batch))
+    (want, want_grads), *cached = results
+    for loss, grads in cached:
+        torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+        assert grads.keys() == want_grads.keys()
+        for name in grads:
+            torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-4, atol=1e-6)
+    # A batch whose examples do not match the cache is refused.
+    bad = dict(batch, example_index=torch.tensor([0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="dataset changed"):
+        trainer.compute_loss(draft, bad)
+
+
+def test_adaspec_trainer_rejects_incompatible_caches(tmp_path, tiny_tokenizer, dataset):
+    from adaspec.training.teacher_cache import TeacherCache
+
+    n = len(tiny_tokenizer)
+    target, ref = make_tiny_model(seed=1, vocab_size=n), make_tiny_model(seed=2, vocab_size=n)
+    collator = DataCollatorForCompletion(tiny_tokenizer)
+    small = dataset.select(range(4))
+    logits = TeacherCache.build(target, small, collator, vocab_size=n, progress=False)
+    hidden = TeacherCache.build(target, small, collator, progress=False, kind="hidden")
+
+    def make(loss, **caches):
+        return AdaSPECTrainer(
+            model=make_tiny_model(seed=3, vocab_size=n),
+            args=_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=tiny_tokenizer,
+            target_model=target,
+            ref_model=caches.pop("ref", ref),
+            loss_config=loss,
+            **caches,
+        )
+
+    with pytest.raises(ValueError, match="one kind"):
+        make(LossConfig(k=0.4), teacher_cache=logits, ref_cache=hidden)
+    with pytest.raises(ValueError, match="loss.chunked=false"):
+        make(LossConfig(k=0.4, chunked=True), teacher_cache=logits)
+    with pytest.raises(ValueError, match="scope"):
+        make(LossConfig(k=0.4, scope="sequence"), teacher_cache=hidden)
+    with pytest.raises(ValueError, match="without ref_model"):
+        make(LossConfig(k=1.0), ref=None, ref_cache=hidden)
+    with pytest.raises(ValueError, match="cache kind"):
+        TeacherCache([], kind="probs")
+
+
+def test_adaspec_trainer_step_schedule_is_kd_then_selective(tmp_path, tiny_tokenizer, dataset):
+    """KD for the first half of the optimizer steps, then AdaSPEC's k (a late phase)."""
+    n = len(tiny_tokenizer)
+    trainer = AdaSPECTrainer(
+        model=make_tiny_model(seed=3, vocab_size=n).train(),
+        args=_args(tmp_path, max_steps=6),
+        train_dataset=dataset,
+        data_collator=DataCollatorForCompletion(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+        target_model=make_tiny_model(seed=1, vocab_size=n),
+        ref_model=make_tiny_model(seed=2, vocab_size=n),
+        loss_config=LossConfig(k=0.4, k_schedule="step", k_schedule_fraction=0.5),
+    )
+    trainer.train()
+    kept = [h["adaspec/kept_fraction"] for h in trainer.state.log_history if "loss" in h]
+    assert len(kept) == 6
+    assert kept[:3] == [1.0, 1.0, 1.0]
+    assert kept[3:] == pytest.approx([0.4] * 3, abs=0.02)
