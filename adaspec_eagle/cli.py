@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)"
     )
-    export.add_argument("head", help="folder of a trained head (e.g. runs/eagle/adaspec/final)")
+    export.add_argument(
+        "head",
+        help="folder of a trained head (e.g. runs/eagle/adaspec/final), or an exported folder "
+        "(re-exported, e.g. to cast it)",
+    )
     export.add_argument("out", help="output folder")
     export.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as trained)")
 
@@ -77,10 +81,9 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     import torch
 
-    from adaspec_eagle.checkpoint import load_head
-    from adaspec_eagle.export import export_head
+    from adaspec_eagle.export import export_head, load_any
 
-    head = load_head(args.head)
+    head = load_any(args.head)
     kwargs = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
     path = export_head(head, args.out, **kwargs)
     print(f"exported {type(head).__name__} to {path}")
