@@ -221,9 +221,11 @@ def serving_problems(config: dict[str, Any]) -> list[str]:
     nested = (config.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
     n = (config.get("adaspec_eagle") or {}).get("target_num_hidden_layers")
     out += _aux_problems(top, n, "eagle_aux_hidden_state_layer_ids (vLLM)")
-    if not isinstance(nested, list) or not isinstance(top, list) or nested != [
-        i - 1 for i in top if isinstance(i, int)
-    ]:
+    if (
+        not isinstance(nested, list)
+        or not isinstance(top, list)
+        or nested != [i - 1 for i in top if isinstance(i, int)]
+    ):
         out.append(
             f"eagle_config.eagle_aux_hidden_state_layer_ids {nested} must be the vLLM ids {top} "
             "minus one (SGLang captures layer_id + 1)"

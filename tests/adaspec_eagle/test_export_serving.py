@@ -16,7 +16,9 @@ from adaspec_eagle.heads import Eagle1Head, Eagle3Head
 def _eagle3(family="llama", layers=4, aux=(1, 2, 3), **kw):
     target = make_tiny_model(family, vocab_size=64, num_layers=layers)
     torch.manual_seed(0)
-    head = Eagle3Head(target.config, aux_layers=list(aux) if aux else None, draft_vocab_size=40, **kw)
+    head = Eagle3Head(
+        target.config, aux_layers=list(aux) if aux else None, draft_vocab_size=40, **kw
+    )
     head.set_draft_vocab(torch.arange(24, 64))
     return head
 
@@ -47,7 +49,9 @@ def test_eagle1_export_rope_config_is_what_econfig_accepts(family, tmp_path):
 def test_eagle1_export_converts_linear_and_refuses_llama3_rope(tmp_path):
     linear = make_tiny_model("llama", vocab_size=64, num_layers=2)
     linear.config.rope_parameters = {"rope_type": "linear", "factor": 2, "rope_theta": 5e5}
-    config = json.loads((export_head(Eagle1Head(linear.config), tmp_path / "a") / "config.json").read_text())
+    config = json.loads(
+        (export_head(Eagle1Head(linear.config), tmp_path / "a") / "config.json").read_text()
+    )
     _econfig_accepts(config)
     assert config["rope_scaling"] == {"type": "linear", "factor": 2.0}
     assert config["rope_theta"] == 5e5

@@ -143,9 +143,11 @@ def test_plugin_selects_on_the_detached_soft_ce_gap(monkeypatch):
     group = object()
     p = torch.softmax(tgt, -1)
     res = plugin.filtered_token_loss(head, tgt, mask, ref, k=0.4, group=group)
-    (delta, valid, k, scope, g), = seen
+    ((delta, valid, k, scope, g),) = seen
     ce = lambda lg: -(p * torch.log_softmax(lg, -1)).sum(-1)  # noqa: E731
     assert not delta.requires_grad and k == 0.4 and scope == "batch" and g is group
     assert torch.allclose(delta[valid], (ce(head) - ce(ref))[valid], atol=1e-5)
     assert res.delta is not None and torch.equal(res.kept, real(delta, valid, 0.4))
-    assert res.stats["num_kept"] == float(res.kept.sum()) and res.stats["num_valid"] == float(valid.sum())
+    assert res.stats["num_kept"] == float(res.kept.sum()) and res.stats["num_valid"] == float(
+        valid.sum()
+    )
