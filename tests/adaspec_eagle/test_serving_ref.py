@@ -57,7 +57,9 @@ def test_serving_ref_logits_match_project_head(exported, engine):
     with torch.no_grad():
         hs = target(ids, output_hidden_states=True).hidden_states
         mine = head.draft_logits_to_target(
-            head.logits(head.step(head.fuse(torch.cat([hs[i] for i in (1, 2, 3)], -1)), input_ids=ids))
+            head.logits(
+                head.step(head.fuse(torch.cat([hs[i] for i in (1, 2, 3)], -1)), input_ids=ids)
+            )
         )
         aux = torch.cat([hs[i] for i in ref.aux_layer_ids], -1)
         theirs = ref.target_logits(ref.logits(ref.step(ref.fuse(aux), input_ids=ids)))
@@ -87,23 +89,26 @@ def test_serving_head_drives_the_project_drafter(exported):
 
 
 def test_serving_check_catches_what_the_engine_drops(tmp_path):
-    """A Qwen2 head with q/k/v biases, written without the exporter's refusal: SGLang drops them."""
+    """Today's Qwen2 export: q/k/v biases and attention_bias: true. SGLang drops the biases and
+    builds an o_proj bias nothing fills; the check must fail where training would look fine."""
     from safetensors.torch import save_file
 
-    from adaspec_eagle.export import _state, eagle3_config
+    from adaspec_eagle.export import _state
 
     target = make_tiny_model("qwen2", vocab_size=64, num_layers=4).eval()
+    torch.manual_seed(2)
     head = Eagle3Head(target.config, aux_layers=[1, 2, 3], attention_bias=True)
     with torch.no_grad():
         head.midlayer.self_attn.q_proj.bias.normal_(0, 1.0)
-    head.attention_bias = False  # let eagle3_config through, as today's exporter did
-    (tmp_path / "h").mkdir()
-    (tmp_path / "h" / "config.json").write_text(json.dumps(eagle3_config(head)))
-    save_file(_state(head, None), str(tmp_path / "h" / "model.safetensors"))
-    head.attention_bias = True
-    report = check_export(tmp_path / "h", target, head=head, max_new_tokens=8, num_prompts=1)
+    clean = Eagle3Head(target.config, aux_layers=[1, 2, 3])
+    out = export_head(clean, tmp_path / "h")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(dict(config, attention_bias=True)))
+    save_file(_state(head, None), str(out / "model.safetensors"))
+    report = check_export(out, target, head=head, max_new_tokens=8, num_prompts=1)
     assert not report.ok
     assert any("q_proj.bias" in p for p in report.problems)
+    assert any("o.bias" in p for p in report.problems)
     assert report.max_abs_logit_diff > 1e-3
 
 
@@ -112,5 +117,19 @@ def test_cli_check_export_on_a_saved_target(exported, tmp_path, capsys):
     target.save_pretrained(tmp_path / "target")
     code = main(["check-export", str(out), "--target", str(tmp_path / "target"),
                  "--max-new-tokens", "8", "--prompts", "1"])  # fmt: skip
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{\n") :])  # after any library banner
     assert code == 0 and report["ok"] is True and report["engine"] == "sglang"
+
+
+def test_vllm_ignores_sglang_only_aux_layers(exported, tmp_path):
+    """An export with only eagle_config's ids (the old layout): vLLM falls back to its default."""
+    target, _, out = exported
+    config = json.loads((out / "config.json").read_text())
+    del config["eagle_aux_hidden_state_layer_ids"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "old" / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    ref = ServingEagle3.load(tmp_path / "old", target.get_input_embeddings().weight, "vllm")
+    assert ref.aux_layer_ids == [2, 2, 1] and any("default" in p for p in ref.problems)
+    assert ServingEagle3.load(tmp_path / "old", target.get_input_embeddings().weight).problems == []
