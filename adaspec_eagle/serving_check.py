@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -43,8 +44,8 @@ class _ServingHead(Eagle3Head):
         self.aux_layers = list(ref.aux_layer_ids)
         self.draft_vocab_size = ref.draft_vocab_size
         self.attention_bias = False
-        self.config = dataclasses.make_dataclass("Cfg", ["hidden_size"])(ref.hidden_size)
-        self.fc = dataclasses.make_dataclass("Fc", ["weight"])(ref.fc_weight)
+        self.config = SimpleNamespace(hidden_size=ref.hidden_size, vocab_size=ref.vocab_size)
+        self.fc = SimpleNamespace(weight=ref.fc_weight)  # dtype / device of the head
 
     def attach(self, target: nn.Module) -> _ServingHead:  # embeddings were given at load time
         return self

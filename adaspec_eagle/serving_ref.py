@@ -106,7 +106,7 @@ class ServingEagle3(nn.Module):
             self.problems.append(f"{engine} falls back to its default aux layers {ids}")
         self.aux_layer_ids = ids
         self._init_rope(config)
-        q, kv, inter = self.num_heads * self.head_dim, self.num_kv * self.head_dim, None
+        q, kv = self.num_heads * self.head_dim, self.num_kv * self.head_dim
         inter = int(config["intermediate_size"])
         attention_bias = bool(config.get("attention_bias") or config.get("bias"))
         if engine == "sglang":
@@ -168,7 +168,7 @@ class ServingEagle3(nn.Module):
         model = cls(config, engine)
         state = load_file(str(directory / "model.safetensors"))
         dtype = state["fc.weight"].dtype
-        model.to(dtype)
+        model.to(device=embed_tokens.device, dtype=dtype)
         model.embed = embed_tokens.detach().to(dtype)
         for name, tensor in state.items():
             model._load_one(name, tensor)
