@@ -76,11 +76,22 @@ def load_head(
             f"{directory / CONFIG_NAME} is not an adaspec_eagle head config (no 'adaspec_eagle' "
             "key); for exported SGLang/vLLM or EAGLE layouts use adaspec_eagle.export.load_*"
         )
+    if "target_config" not in cfg:
+        raise ValueError(
+            f"{directory} is an exported serving layout ({cfg.get('architectures')}), not a native "
+            "adaspec_eagle head checkpoint: load it with adaspec_eagle.export.load_export"
+        )
     head_cfg = dict(cfg["adaspec_eagle"])
     kind = head_cfg.pop("kind")
     tcfg = target_config_from_dict(cfg["target_config"])
+    state = load_file(str(directory / WEIGHTS_NAME))
+    if kind == "eagle3" and "attention_bias" not in head_cfg:  # written before the setting
+        head_cfg["attention_bias"] = any(
+            k.startswith(("midlayer.self_attn.", "midlayer.attention.")) and k.endswith(".bias")
+            for k in state
+        )
     head = build_head(tcfg, kind, attn_implementation=attn_implementation, **head_cfg)
-    head.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
+    head.load_state_dict(state, strict=True)
     if target is not None:
         head.attach(target)
     return head

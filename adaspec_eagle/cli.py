@@ -1,4 +1,4 @@
-"""The ``adaspec-eagle`` command line: dump features, train heads, export them, benchmark speed.
+"""The ``adaspec-eagle`` command line: dump features, train heads, export and check them, bench.
 
 All argument parsing of the package lives here; each command maps onto a config dataclass and a
 function that can be called from Python as well.
@@ -49,9 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)"
     )
-    export.add_argument("head", help="folder of a trained head (e.g. runs/eagle/adaspec/final)")
+    export.add_argument(
+        "head",
+        help="folder of a trained head (e.g. runs/eagle/adaspec/final), or an exported folder "
+        "(re-exported, e.g. to cast it)",
+    )
     export.add_argument("out", help="output folder")
     export.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: as trained)")
+
+    check = sub.add_parser(
+        "check-export",
+        help="run an EAGLE-3 export as SGLang/vLLM would, beside the project's head: logits and "
+        "tau in the tree decoder must match",
+    )
+    check.add_argument("export", help="exported EAGLE-3 folder")
+    check.add_argument("--target", required=True, help="target model folder (Hugging Face)")
+    check.add_argument("--head", help="the trained native head folder (default: the export)")
+    check.add_argument("--engine", choices=("sglang", "vllm"), default="sglang")
+    check.add_argument("--prompts", type=int, default=4, help="number of random prompts")
+    check.add_argument("--prompt-length", type=int, default=8)
+    check.add_argument("--max-new-tokens", type=int, default=32)
+    check.add_argument("--tree", default="static:small_10", help="tree policy spec")
+    check.add_argument("--atol", type=float, default=1e-4, help="largest logit difference")
 
     bench = sub.add_parser("bench", help="speed of vanilla, assisted, chain and tree decoding")
     bench.add_argument("config", help="benchmark YAML config (configs/bench/...)")
@@ -77,14 +96,36 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     import torch
 
-    from adaspec_eagle.checkpoint import load_head
-    from adaspec_eagle.export import export_head
+    from adaspec_eagle.export import export_head, load_any
 
-    head = load_head(args.head)
+    head = load_any(args.head)
     kwargs = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
     path = export_head(head, args.out, **kwargs)
     print(f"exported {type(head).__name__} to {path}")
     return 0
+
+
+def _run_check_export(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM
+
+    from adaspec_eagle.checkpoint import load_head
+    from adaspec_eagle.serving_check import check_export
+
+    target = AutoModelForCausalLM.from_pretrained(args.target)
+    head = load_head(args.head) if args.head else None
+    report = check_export(
+        args.export,
+        target,
+        head=head,
+        engine=args.engine,
+        num_prompts=args.prompts,
+        prompt_length=args.prompt_length,
+        max_new_tokens=args.max_new_tokens,
+        tree=args.tree,
+        atol=args.atol,
+    )
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0 if report.ok else 1
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -100,6 +141,7 @@ COMMANDS = {
     "dump-features": _run_dump,
     "train": _run_train,
     "export": _run_export,
+    "check-export": _run_check_export,
     "bench": _run_bench,
 }
 

@@ -9,7 +9,10 @@
   q/k/v projections take ``concat(input_layernorm(embed), hidden_norm(hidden))`` (2H wide, see
   :func:`adaspec_eagle.arch.make_layer`); the head owns a final norm and an lm_head over a reduced
   draft vocabulary with maps ``d2t`` (``target_id = draft_id + d2t[draft_id]``) and ``t2d`` (bool
-  mask over the target vocabulary). Only the target's embeddings are shared.
+  mask over the target vocabulary). Only the target's embeddings are shared. Its attention is
+  bias-free by default for Llama-like targets (``attention_bias``): SGLang's and vLLM's EAGLE-3
+  layers build ``qkv_proj``/``o_proj`` without bias for the ``attention_bias: false`` the export
+  writes, so a Qwen2 head trained with the stock q/k/v biases would be served without them.
 
 Heads are pure modules: they return features and logits, never losses.
 """
@@ -147,6 +150,10 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
             :func:`adaspec_eagle.arch.default_eagle3_layers`, the default).
         draft_vocab_size: Rows of the head's lm_head; the target vocabulary when None.
         attn_implementation: ``"sdpa"`` or ``"eager"``; the target's when None.
+        attention_bias: Keep the stock layer's attention biases (Qwen2's q/k/v, a Llama
+            ``attention_bias`` target's q/k/v/o). ``None`` (default): bias-free for Llama-like
+            families, the serving layout SGLang/vLLM build; GPT-NeoX keeps its stock biases (it
+            is not exportable anyway). A head with biases cannot be exported.
 
     """
 
@@ -158,6 +165,7 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
         aux_layers: list[int] | None = None,
         draft_vocab_size: int | None = None,
         attn_implementation: str | None = None,
+        attention_bias: bool | None = None,
     ) -> None:
         super().__init__()
         self.family = arch.family_of(target_config)
@@ -175,6 +183,11 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
             raise ValueError(f"draft_vocab_size={self.draft_vocab_size} must be in [1, {v}]")
         self.fc = nn.Linear(len(self.aux_layers) * h, h, bias=False)
         self.midlayer = arch.make_layer(self.family, self.config, in_features=2 * h)
+        if attention_bias is None:
+            attention_bias = not self.family.llama_like
+        self.attention_bias = bool(attention_bias)
+        if not self.attention_bias:
+            _drop_attention_biases(self.family, self.midlayer)
         self.midlayer.hidden_norm = arch.make_norm(self.family, self.config)
         self.norm = arch.make_norm(self.family, self.config)
         self.lm_head = nn.Linear(h, self.draft_vocab_size, bias=False)
@@ -190,7 +203,16 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
             "kind": self.kind,
             "aux_layers": self.aux_layers,
             "draft_vocab_size": self.draft_vocab_size,
+            "attention_bias": self.attention_bias,
         }
+
+    def has_attention_bias(self) -> bool:
+        """Whether any attention projection of the layer holds a bias."""
+        attn = arch.attention(self.family, self.midlayer)
+        return any(
+            getattr(getattr(attn, name, None), "bias", None) is not None
+            for name in (*self.family.qkv_attrs, "o_proj", "dense")
+        )
 
     @torch.no_grad()
     def set_draft_vocab(self, token_ids: torch.Tensor) -> None:
@@ -279,6 +301,15 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
         out = draft_logits.new_full(shape, float("-inf"))
         out[..., self.t2d] = draft_logits
         return out
+
+
+def _drop_attention_biases(family: arch.Family, layer: nn.Module) -> None:
+    """Replace the layer's attention projections that carry a bias by bias-free ones."""
+    attn = arch.attention(family, layer)
+    for name in (*family.qkv_attrs, "o_proj", "dense"):
+        old = getattr(attn, name, None)
+        if isinstance(old, nn.Linear) and old.bias is not None:
+            setattr(attn, name, nn.Linear(old.in_features, old.out_features, bias=False))
 
 
 def draft_vocab_from_counts(counts: torch.Tensor, size: int) -> torch.Tensor:

@@ -11,6 +11,13 @@ whichever of the two is used. :func:`adaspec_filtered_loss` therefore keeps EAGL
 and normalisation, only restricted to the kept tokens: with ``k = 1`` (or no reference) it returns
 *exactly* EAGLE's loss (to float rounding), so switching it on changes nothing until ``k < 1``.
 
+Cost. With the default forward-KL selection ΔL is taken from the soft cross-entropies the loss
+needs anyway (the reference's under ``no_grad``, both detached) and handed to the shared
+:func:`adaspec.losses.select_tokens`; with ``k = 1`` or no reference nothing beyond EAGLE's own
+soft cross-entropy is computed and nothing is copied to the host (:attr:`FilteredLoss.stats` is
+computed only when read). Other divergences or temperatures go through
+:func:`adaspec.losses.adaspec_token_loss`.
+
 See docs/integration.md for the lines to change in each repository.
 """
 
@@ -22,20 +29,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adaspec.losses import adaspec_token_loss, check_k, select_tokens
+from adaspec.losses.selective import selection_stats
+
 NORMALIZATIONS = ("mask", "positions")
 TOKEN_LOSSES = ("soft_ce", "divergence")
 
 
 @dataclass
 class FilteredLoss:
-    """Everything :func:`filtered_token_loss` computed ([B, T] tensors)."""
+    """Everything :func:`filtered_token_loss` computed ([B, T] tensors).
+
+    :attr:`stats` (AdaSPEC's logging statistics, divergences as forward KL) is computed on first
+    access: it costs one device-to-host copy, which a training loop that never reads it does not
+    pay.
+    """
 
     loss: Tensor
     kept: Tensor
     valid: Tensor
     per_token: Tensor
     delta: Tensor | None
-    stats: dict[str, float] = field(default_factory=dict)
+    _stats: dict[str, float] | None = field(default=None, repr=False)
+    _ce: tuple[Tensor, Tensor | None, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """``kept_fraction``, ``mean_delta``, ``mean_draft_loss``, ``mean_ref_loss``, counts."""
+        if self._stats is None:
+            ce, ref_ce, probs = self._ce
+            with torch.no_grad():
+                logp = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+                entropy = -torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
+                zero = torch.zeros_like(entropy)
+                kl = torch.where(self.valid, ce.detach() - entropy, zero)
+                ref_kl = None if ref_ce is None else torch.where(self.valid, ref_ce - entropy, zero)
+            self._stats = selection_stats(kl, ref_kl, self.valid, self.kept)
+            self._ce = None
+        return self._stats
 
 
 def soft_cross_entropy(logits: Tensor, target_p: Tensor) -> Tensor:
@@ -92,8 +123,6 @@ def filtered_token_loss(
         :class:`FilteredLoss`.
 
     """
-    from adaspec.losses import adaspec_token_loss
-
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if token_loss not in TOKEN_LOSSES:
@@ -103,40 +132,54 @@ def filtered_token_loss(
             f"target has shape {tuple(target.shape)} but head_logits {tuple(head_logits.shape)}; "
             "for EAGLE-3 restrict the target to the draft vocabulary first (target[..., t2d])"
         )
+    k = check_k(k)
     valid = _valid_mask(loss_mask, head_logits.shape[:-1])
     if target_is_probs:
         probs = target.detach().float()
-        teacher_logits = torch.log(probs)  # -inf where p = 0; token_divergence supports it
+        teacher_logits = None
     else:
         teacher_logits = target.detach().float()
         probs = torch.softmax(teacher_logits, dim=-1)
     use_ref = ref_logits is not None and k < 1.0
-    out = adaspec_token_loss(
-        head_logits,
-        teacher_logits,
-        ref_logits.detach() if use_ref else None,
-        valid,
-        k=k,
-        divergence=divergence,
-        temperature=temperature,
-        beta=beta,
-        scope=scope,
-        reduction="mean",
-        group=group,
-    )
-    kept = out.kept if use_ref else valid
-    if token_loss == "soft_ce":
-        per_token = soft_cross_entropy(head_logits, probs)
-    else:
-        per_token = out.per_token
-    total = (per_token * kept.float()).sum()
+    ce = soft_cross_entropy(head_logits, probs)
+    ref_ce = delta = stats = None
+    per_token = ce
+    if token_loss == "soft_ce" and divergence == "forward_kl" and temperature == 1.0:
+        # ΔL = KL(p||q) - KL(p||r) = CE(p, q) - CE(p, r): the cross-entropies already at hand.
+        if use_ref:
+            with torch.no_grad():
+                ref_ce = soft_cross_entropy(ref_logits.detach(), probs)
+                delta = torch.where(valid, ce.detach() - ref_ce, torch.zeros_like(ref_ce))
+            kept = select_tokens(delta, valid, k, scope=scope, group=group)
+        else:
+            kept = valid
+    else:  # another divergence (or temperature) measures ΔL, or is itself the token loss
+        if teacher_logits is None:
+            teacher_logits = torch.log(probs)  # -inf where p = 0; token_divergence supports it
+        out = adaspec_token_loss(
+            head_logits,
+            teacher_logits,
+            ref_logits.detach() if use_ref else None,
+            valid,
+            k=k,
+            divergence=divergence,
+            temperature=temperature,
+            beta=beta,
+            scope=scope,
+            reduction="mean",
+            group=group,
+        )
+        kept, delta, stats = (out.kept if use_ref else valid), out.delta, dict(out.stats)
+        if token_loss == "divergence":
+            per_token = out.per_token
+    total = torch.where(kept, per_token, torch.zeros_like(per_token)).sum()
     n_kept = kept.sum().float()
     if normalization == "mask":  # EAGLE-1/2 main.py: sum / (mask.sum() + 1e-5)
         loss = total / (n_kept + 1e-5)
     else:  # EAGLE-3 cnets.py / SpecForge: sum / (B * T), rescaled to the kept fraction
         scale = valid.sum().float() / n_kept.clamp_min(1.0) if use_ref else 1.0
         loss = total / valid.numel() * scale
-    return FilteredLoss(loss, kept, valid, per_token, out.delta, dict(out.stats))
+    return FilteredLoss(loss, kept, valid, per_token, delta, stats, (ce, ref_ce, probs))
 
 
 def adaspec_filtered_loss(

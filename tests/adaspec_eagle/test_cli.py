@@ -10,8 +10,8 @@ from adaspec_eagle.heads import build_head
 
 
 def test_cli_export_eagle3_writes_serving_layout(tmp_path, capsys):
-    target = make_tiny_model("llama", seed=0)
-    head = build_head(target.config, "eagle3")
+    target = make_tiny_model("llama", seed=0, num_layers=4)
+    head = build_head(target.config, "eagle3", aux_layers=[1, 2, 3])
     save_head(head, tmp_path / "head")
     assert main(["export", str(tmp_path / "head"), str(tmp_path / "out")]) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())

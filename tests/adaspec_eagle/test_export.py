@@ -13,7 +13,7 @@ from adaspec_eagle.heads import Eagle1Head, Eagle3Head
 def _heads(family):
     target = make_tiny_model(family, vocab_size=64, num_layers=4)
     torch.manual_seed(0)
-    h3 = Eagle3Head(target.config, draft_vocab_size=40)
+    h3 = Eagle3Head(target.config, aux_layers=[1, 2, 3], draft_vocab_size=40)
     h3.set_draft_vocab(torch.arange(24, 64))
     return [Eagle1Head(target.config), h3]
 

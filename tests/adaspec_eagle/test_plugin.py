@@ -92,3 +92,62 @@ def test_eagle3_loss_k1_equals_weighted_steps():
     assert abs(float(out.loss) - float(want)) < 1e-6
     filtered = eagle3_loss(logits, targets, [s[2] for s in steps], k=0.4)
     assert all(k.sum() < m.sum() for k, (_, m) in zip(filtered.kept, targets))
+
+
+def _forbid(monkeypatch, *names):
+    import adaspec.losses
+    import adaspec.losses.selective
+
+    def boom(*a, **k):
+        raise AssertionError("the plug-in must not call this here")
+
+    for name in names:
+        for mod in (adaspec.losses, adaspec.losses.selective):
+            if hasattr(mod, name):
+                monkeypatch.setattr(mod, name, boom)
+
+
+def test_plugin_k1_or_no_reference_computes_no_divergence_and_no_host_sync(monkeypatch):
+    head, tgt, ref, mask, _ = _data(seed=5)
+    p = torch.softmax(tgt, -1)
+    want = -torch.sum(mask[..., None] * p * torch.log_softmax(head, -1), 2).mean()
+    _forbid(monkeypatch, "adaspec_token_loss", "select_tokens", "token_divergence")
+
+    def no_sync(*a, **k):
+        raise AssertionError("host sync")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    monkeypatch.setattr(torch.Tensor, "tolist", no_sync)
+    for r, k in ((ref, 1.0), (None, 0.4)):
+        got, kept = adaspec_filtered_loss(
+            head, p, mask, r, k=k, target_is_probs=True, normalization="positions"
+        )
+        assert torch.equal(kept, mask.bool())
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_plugin_selects_on_the_detached_soft_ce_gap(monkeypatch):
+    import adaspec_eagle.plugin as plugin
+
+    head, tgt, ref, mask, _ = _data(b=4, t=25, seed=6)
+    head.requires_grad_(True)
+    _forbid(monkeypatch, "adaspec_token_loss", "token_divergence")
+    seen = []
+    real = plugin.select_tokens
+
+    def spy(delta, valid, k, scope="batch", group=None):
+        seen.append((delta, valid, k, scope, group))
+        return real(delta, valid, k, scope=scope, group=group)
+
+    monkeypatch.setattr(plugin, "select_tokens", spy)
+    group = object()
+    p = torch.softmax(tgt, -1)
+    res = plugin.filtered_token_loss(head, tgt, mask, ref, k=0.4, group=group)
+    ((delta, valid, k, scope, g),) = seen
+    ce = lambda lg: -(p * torch.log_softmax(lg, -1)).sum(-1)  # noqa: E731
+    assert not delta.requires_grad and k == 0.4 and scope == "batch" and g is group
+    assert torch.allclose(delta[valid], (ce(head) - ce(ref))[valid], atol=1e-5)
+    assert res.delta is not None and torch.equal(res.kept, real(delta, valid, 0.4))
+    assert res.stats["num_kept"] == float(res.kept.sum()) and res.stats["num_valid"] == float(
+        valid.sum()
+    )
