@@ -41,7 +41,8 @@ def test_chat_tokenize_masks_prompt_and_ends_with_end_of_turn(chat_tokenizer):
     (feat,), report = tokenize_examples([ex], chat_tokenizer, 256, chat_template="auto")
     prompt = build_prompt_ids(ex, chat_tokenizer, chat_template="auto")
     expected_prompt = chat_tokenizer.apply_chat_template(
-        [{"role": "user", "content": "what is 2 plus 3?"}], tokenize=False,
+        [{"role": "user", "content": "what is 2 plus 3?"}],
+        tokenize=False,
         add_generation_prompt=True,
     )
     assert chat_tokenizer.decode(prompt) == expected_prompt
@@ -64,7 +65,9 @@ def test_chat_tokenize_never_keeps_plain_layout(chat_tokenizer, tiny_tokenizer):
 
 
 def test_chat_user_turn_of_alpaca_leaves_out_the_template():
-    ex = get_formatter("alpaca")({"instruction": "Add the numbers.", "input": "2, 3", "output": "5"})
+    ex = get_formatter("alpaca")(
+        {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
+    )
     assert "### Instruction" in ex.prompt
     assert user_message(ex) == "Add the numbers.\n\n2, 3"
     gsm = get_formatter("gsm8k")({"question": "2+3?", "answer": "5\n#### 5"})
