@@ -8,7 +8,6 @@ from adaspec.models.layers import same_prefix_weights
 from adaspec.pipeline import run_pipeline
 from adaspec.pipeline_config import PipelineConfig
 
-
 OPTIM = {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}
 
 
