@@ -65,7 +65,7 @@ def test_smollm2_first_two_layers_assist_greedy(smollm2_dir):
     kw = dict(
         attention_mask=torch.ones_like(ids),
         do_sample=False,
-        max_new_tokens=12,
+        max_new_tokens=8,
         pad_token_id=tok.pad_token_id,
     )
     plain = target.generate(ids, **kw)
