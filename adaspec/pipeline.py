@@ -32,8 +32,10 @@ from adaspec.data import (
     DataCollatorForCompletion,
     label_every_token,
     load_task,
+    response_source,
     to_hf_dataset,
     tokenize_examples,
+    use_chat_template,
 )
 from adaspec.eval.report import write_json
 from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
@@ -100,6 +102,7 @@ class Pipeline:
             self.tokenizer,
             config.data.max_length,
             truncation_side=config.data.truncation_side,
+            chat_template=config.data.chat_template,
         )
         logger.info("training data: %s", report.summary())
         self.truncation = report
@@ -191,22 +194,35 @@ class Pipeline:
             ),
         )
 
-    def draft_init(self):
-        """The initial weights that the reference and every draft start from (saved once)."""
+    def draft_init(self, target=None):
+        """The initial weights that the reference and every draft start from (saved once).
+
+        With ``draft_init.from_target_layers: n`` they are the target's first n layers, final
+        norm and lm_head (``target`` is loaded from its folder when not given).
+        """
         cfg = self.config
-        return self._stage(
-            "draft_init",
-            lambda folder: self._ce_model(
-                cfg.draft_model, cfg.seed + 1, cfg.draft_pretrain, folder
-            ),
-        )
+        n = cfg.draft_init.from_target_layers
+
+        def build(folder: Path):
+            if n is not None:
+                return self._save_layers(target, n, folder)
+            return self._ce_model(cfg.draft_model, cfg.seed + 1, cfg.draft_pretrain, folder)
+
+        return self._stage("draft_init", build)
+
+    def _save_layers(self, target, n: int, folder: Path):
+        from adaspec.models.layers import first_layers_draft
+
+        model = first_layers_draft(target if target is not None else self._require("target"), n)
+        self._save(model, folder)
+        return model
 
     def reference(self, target):
         """Stage 2: plain forward-KL distillation (the DistillSpec draft at equal steps)."""
         cfg = self.config.reference
 
         def train(folder: Path):
-            self.draft_init()
+            self.draft_init(target)
             return run_stage(
                 "reference",
                 self._load("draft_init"),
@@ -251,7 +267,7 @@ class Pipeline:
 
         def train(folder: Path):
             if init == "draft_init":
-                self.draft_init()
+                self.draft_init(target)
             return run_stage(
                 "draft",
                 self._load(init),
@@ -300,6 +316,10 @@ class Pipeline:
                     "stages": list(stages),
                     "stage_seconds": {**_recorded_seconds(path), **self.timings},
                     "truncation": vars(self.truncation),
+                    "training_data": response_source(self.config.data),
+                    "chat_template": use_chat_template(
+                        self.tokenizer, self.config.data.chat_template
+                    ),
                 },
                 path,
             )

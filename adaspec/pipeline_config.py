@@ -146,6 +146,23 @@ class SweepConfig(ConfigBase):
 
 
 @dataclass
+class DraftInitConfig(ConfigBase):
+    """Where the draft's initial weights come from when not from ``draft_model``."""
+
+    from_target_layers: int | None = cfg_field(
+        None,
+        help="start reference and draft from the target's first N decoder layers with its final "
+        "norm and (tied) lm_head, a pretrained initialisation sharing its tokenizer; null: "
+        "draft_model (and draft_pretrain)",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.from_target_layers is not None:
+            check_range("draft_init.from_target_layers", self.from_target_layers, 1)
+
+
+@dataclass
 class PipelineConfig(ConfigBase):
     """Everything one AdaSPEC run needs: target, reference, draft(s) and their comparison."""
 
@@ -177,6 +194,10 @@ class PipelineConfig(ConfigBase):
         help="train the fresh draft_model with cross-entropy on the training data before any "
         "distillation, standing in for a pretrained draft checkpoint (the paper starts reference "
         "and draft from pretrained Pythia-31M / CodeGen-350M); null: use draft_model as it is",
+    )
+    draft_init: DraftInitConfig = cfg_field(
+        DraftInitConfig,
+        help="initial weights from the target's first layers (instead of draft_model)",
     )
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")

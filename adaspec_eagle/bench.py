@@ -6,6 +6,14 @@ reports tokens/s, speedup over vanilla ``generate`` (ratio of tokens/s measured 
 the mean accepted length τ (tokens committed per target forward), acceptance by depth, target
 forwards per token, the decoder's own time per step (everything outside the model forwards), and
 whether the greedy output equals vanilla's. Output: ``bench.json``, ``bench.md``, ``bench.png``.
+
+τ is given pooled (all new tokens / all target forwards, the prefill's included for transformers'
+``generate`` rows, counted by a forward hook on the target) and per request (the mean over prompts
+of each prompt's ratio). Prompts go through the tokenizer's chat template when it has one
+(``chat_template: auto``; MT-bench first turns become one user turn); ``bench.json`` records
+whether it was used. Rows: vanilla ``generate`` (in the config's dtype, and in another dtype such as
+bfloat16 as its own row), assisted generation with a standalone draft, prompt-lookup decoding, and
+the project's speculative decoder with a draft model or an EAGLE head.
 """
 
 from __future__ import annotations
@@ -18,7 +26,13 @@ from typing import Any
 
 import torch
 
-from adaspec.data import Example, build_prompt_ids, get_formatter, load_records
+from adaspec.data import (
+    Example,
+    build_prompt_ids,
+    get_formatter,
+    load_records,
+    use_chat_template,
+)
 from adaspec.decoding import DraftModelDrafter, SpeculativeDecoder, acceptance_counts
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.modeling import load_model, load_tokenizer
@@ -27,13 +41,36 @@ from adaspec_eagle.bench_config import BenchConfig, BenchMethod
 logger = logging.getLogger(__name__)
 
 
+def _first_turn(rec: dict[str, Any], path: str) -> str:
+    """The first turn of an MT-bench record; a clear error for anything but a list of text."""
+    turns = rec["turns"]
+    where = f"{path} line {rec.get('_line', '?')}"
+    if not isinstance(turns, list) or not turns:
+        raise ValueError(
+            f"{where}: field 'turns' must be a non-empty list of strings (the MT-bench "
+            f"question.jsonl layout), got {type(turns).__name__} {str(turns)[:60]!r}"
+        )
+    if not isinstance(turns[0], str) or not turns[0].strip():
+        raise ValueError(
+            f"{where}: field 'turns' must start with a non-empty string (the first user turn), "
+            f"got {type(turns[0]).__name__} {str(turns[0])[:60]!r}"
+        )
+    return turns[0]
+
+
 def load_prompts(config: BenchConfig) -> list[Example]:
-    """The first ``num_prompts`` prompts of the prompt file (MT-bench turns, dataset, or prompt)."""
+    """The first ``num_prompts`` prompts of the prompt file (MT-bench turns, dataset, or prompt).
+
+    Raises:
+        ValueError: Naming file, line and field for an MT-bench record whose ``turns`` is not a
+            non-empty list of strings, or a record with no usable field.
+
+    """
     records = load_records(config.prompts)
     out = []
     for rec in records[: config.num_prompts]:
         if "turns" in rec:
-            out.append(Example(prompt=str(rec["turns"][0]) + "\n", response=""))
+            out.append(Example(prompt=_first_turn(rec, config.prompts) + "\n", response=""))
         elif config.task:
             out.append(get_formatter(config.task)(rec))
         elif "prompt" in rec:
@@ -61,6 +98,15 @@ class _Runner:
         self.eos = tokenizer.eos_token_id
         self._drafts: dict[str, Any] = {}
         self._decoders: dict[str, SpeculativeDecoder] = {}
+        self._targets: dict[str, Any] = {config.dtype: target}
+
+    def target_in(self, dtype: str | None) -> Any:
+        """The target in ``dtype`` (loaded once per dtype; None: the config's)."""
+        dtype = dtype or self.config.dtype
+        if dtype not in self._targets:
+            model = load_model(self.config.target, dtype=dtype)
+            self._targets[dtype] = model.to(self.device).eval()
+        return self._targets[dtype]
 
     def draft(self, path: str) -> Any:
         if path not in self._drafts:
@@ -109,12 +155,25 @@ class _Runner:
         )
         if method.kind == "assisted":
             kwargs["assistant_model"] = self.draft(method.draft or self.config.draft)
-        out = self.target.generate(ids, **kwargs)
+        elif method.kind == "prompt_lookup":
+            kwargs["prompt_lookup_num_tokens"] = method.prompt_lookup_num_tokens
+            if method.max_matching_ngram_size is not None:
+                kwargs["max_matching_ngram_size"] = method.max_matching_ngram_size
+        model = self.target_in(method.dtype)
+        calls = [0]
+
+        def count(*_: Any) -> None:
+            calls[0] += 1
+
+        handle = model.register_forward_pre_hook(count)
+        try:
+            out = model.generate(ids, **kwargs)
+        finally:
+            handle.remove()
         self._sync()
         seconds = time.perf_counter() - start
         tokens = out[0, ids.shape[1] :].tolist()
-        forwards = len(tokens) if method.kind == "vanilla" else None
-        return {"tokens": tokens, "seconds": seconds, "forwards": forwards, "steps": None}
+        return {"tokens": tokens, "seconds": seconds, "forwards": calls[0], "steps": None}
 
 
 def _summarize(
@@ -125,6 +184,7 @@ def _summarize(
     row: dict[str, Any] = {
         "method": method.name,
         "kind": method.kind,
+        "dtype": method.dtype,
         "drafter": method.drafter if method.kind == "speculative" else None,
         "tree": method.tree if method.kind == "speculative" else None,
         "new_tokens": tokens,
@@ -136,17 +196,18 @@ def _summarize(
     forwards = [r["forwards"] for r in runs]
     if all(f is not None for f in forwards) and tokens:
         row["target_forwards_per_token"] = sum(forwards) / tokens
+        row["tau"] = tokens / sum(forwards)  # pooled: all tokens / all target forwards
+        row["tau_per_request"] = sum(
+            len(r["tokens"]) / r["forwards"] for r in runs if r["forwards"]
+        ) / max(sum(1 for r in runs if r["forwards"]), 1)
     steps = [s for r in runs if r["steps"] for s in r["steps"]]
     if steps:
         counts = acceptance_counts(steps)
-        row["tau"] = tokens / len(steps)
         row["alpha"] = counts["alpha"]
         row["acceptance_by_depth"] = counts["alpha_by_depth"]
         row["draft_ms_per_step"] = 1e3 * sum(s.draft_s for s in steps) / len(steps)
         row["verify_ms_per_step"] = 1e3 * sum(s.verify_s for s in steps) / len(steps)
         row["overhead_ms_per_step"] = 1e3 * sum(s.overhead_s for s in steps) / len(steps)
-    elif method.kind == "vanilla":
-        row["tau"] = 1.0
     return row
 
 
@@ -180,7 +241,8 @@ COLUMNS = {
     "method": "method",
     "tokens_per_s": "tokens/s",
     "speedup": "speedup",
-    "tau": "τ (tokens / target forward)",
+    "tau": "τ pooled (tokens / target forward)",
+    "tau_per_request": "τ per request (mean over prompts)",
     "alpha": "α",
     "target_forwards_per_token": "target forwards / token",
     "draft_ms_per_step": "draft ms / step",
@@ -207,7 +269,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     target = load_model(config.target, dtype=config.dtype).to(device).eval()
     runner = _Runner(config, target, tokenizer, device)
     prompts = load_prompts(config)
-    ids = [torch.tensor([build_prompt_ids(p, tokenizer)], device=device) for p in prompts]
+    chat = use_chat_template(tokenizer, config.chat_template)
+    ids = [torch.tensor([build_prompt_ids(p, tokenizer, chat)], device=device) for p in prompts]
     for prompt in ids[: config.warmup]:
         for method in methods:
             runner.run(method, prompt)
@@ -216,7 +279,9 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         order = methods[i % len(methods) :] + methods[: i % len(methods)]
         for method in order:
             runs[method.name].append(runner.run(method, prompt))
-    vanilla = next((m.name for m in methods if m.kind == "vanilla"), None)
+    vanilla = next(
+        (m.name for m in methods if m.kind == "vanilla" and m.dtype in (None, config.dtype)), None
+    )
     reference = [r["tokens"] for r in runs[vanilla]] if vanilla else None
     rows = [_summarize(m, runs[m.name], reference) for m in methods]
     base = next((r["tokens_per_s"] for r in rows if r["method"] == vanilla), None)
@@ -233,6 +298,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "num_prompts": len(ids),
+        "chat_template": chat,
+        "prompt_tokens": sum(int(x.shape[1]) for x in ids),
         "methods": rows,
     }
     table = markdown_table(rows, COLUMNS, digits=3)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
+from adaspec.data import CHAT_MODES
 from adaspec.decoding import tree_from_spec
 
-KINDS = ("vanilla", "assisted", "speculative")
+KINDS = ("vanilla", "assisted", "prompt_lookup", "speculative")
+DTYPES = ("float32", "bfloat16", "float16")
 DRAFTERS = ("draft_model", "eagle")
 
 
@@ -19,7 +21,20 @@ class BenchMethod(ConfigBase):
     kind: str = cfg_field(
         "speculative",
         help="vanilla: target.generate; assisted: transformers' assisted generation with the "
-        "standalone draft; speculative: adaspec's decoder (chain or tree)",
+        "standalone draft; prompt_lookup: transformers' prompt-lookup decoding "
+        "(prompt_lookup_num_tokens); speculative: adaspec's decoder (chain or tree)",
+    )
+    dtype: str | None = cfg_field(
+        None,
+        help="vanilla / assisted / prompt_lookup: run the target in this dtype (e.g. a bfloat16 "
+        "vanilla row); None: the config's dtype. Speedups are against the vanilla row in the "
+        "config's dtype",
+    )
+    prompt_lookup_num_tokens: int = cfg_field(
+        10, help="prompt_lookup: tokens copied from the prompt per guess"
+    )
+    max_matching_ngram_size: int | None = cfg_field(
+        None, help="prompt_lookup: longest n-gram matched in the prompt (None: transformers' 2)"
     )
     drafter: str = cfg_field(
         "draft_model", help="speculative: draft_model (standalone LM) or eagle (a head)"
@@ -42,6 +57,16 @@ class BenchMethod(ConfigBase):
             raise ConfigError("name is empty: give every method a label")
         check_choice("kind", self.kind, KINDS)
         check_choice("drafter", self.drafter, DRAFTERS)
+        check_range(
+            f"method {self.name!r}: prompt_lookup_num_tokens", self.prompt_lookup_num_tokens, 1
+        )
+        if self.dtype is not None:
+            check_choice("dtype", self.dtype, DTYPES)
+            if self.kind == "speculative":
+                raise ConfigError(
+                    f"method {self.name!r}: dtype is for vanilla, assisted and prompt_lookup rows; "
+                    "a speculative row runs the target in the config's dtype (remove dtype)"
+                )
         if self.kind == "speculative":
             tree_from_spec(self.tree)
             if self.drafter == "eagle" and not self.head:
@@ -50,7 +75,9 @@ class BenchMethod(ConfigBase):
 
 DEFAULT_METHODS = [
     {"name": "vanilla", "kind": "vanilla"},
+    {"name": "vanilla-bf16", "kind": "vanilla", "dtype": "bfloat16"},
     {"name": "assisted", "kind": "assisted"},
+    {"name": "prompt-lookup", "kind": "prompt_lookup", "prompt_lookup_num_tokens": 10},
     {"name": "chain-4", "kind": "speculative", "tree": "chain:4"},
     {"name": "tree-mc_sim_7b_63", "kind": "speculative", "tree": "static:mc_sim_7b_63"},
     {
@@ -78,6 +105,11 @@ class BenchConfig(ConfigBase):
     task: str | None = cfg_field(
         None, help="formatter of a dataset prompt file (gsm8k, mbpp, xsum, ...)"
     )
+    chat_template: str = cfg_field(
+        "auto",
+        help="prompts through the tokenizer's chat template (one user turn, then the assistant "
+        "header): auto (when it has one), always or never",
+    )
     num_prompts: int = cfg_field(10, help="prompts to time (the first N of the file)")
     max_new_tokens: int = cfg_field(128, help="new tokens per prompt (stops early at EOS)")
     warmup: int = cfg_field(1, help="untimed prompts run through every method first")
@@ -101,7 +133,8 @@ class BenchConfig(ConfigBase):
         check_range("num_prompts", self.num_prompts, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("warmup", self.warmup, 0)
-        check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("chat_template", self.chat_template, CHAT_MODES)
         names = [m.get("name") for m in self.methods]
         if len(set(names)) != len(names):
             raise ConfigError(f"methods have duplicate names: {names}")

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from adaspec.data.chat import messages as chat_messages
+from adaspec.data.chat import user_message
+
 logger = logging.getLogger(__name__)
 
 CHAT_MODES = ("auto", "always", "never")
@@ -117,13 +120,12 @@ def tokenize_for_heads(
         prompt = ex["prompt"] if isinstance(ex, dict) and "prompt" in ex else None
         if messages is None and use_chat:
             if prompt is None:
-                prompt, response = ex.prompt, ex.response
+                messages = chat_messages(ex)  # the formatter's user turn (Alpaca: instruction)
             else:
-                response = ex["response"]
-            messages = [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": response},
-            ]
+                messages = [
+                    {"role": "user", "content": user_message(prompt)},
+                    {"role": "assistant", "content": ex["response"]},
+                ]
         if messages is not None:
             if not has_template:
                 raise ValueError("an example has 'messages' but the tokenizer has no chat template")

@@ -244,11 +244,24 @@ def _train_one(
     return str(final), metrics
 
 
+def _record_data(config: EagleTrainConfig, tokenizer: Any) -> None:
+    """Write ``training_data.json``: gold or generated responses, and whether the template was used."""
+    from adaspec.data import response_source, use_chat_template
+    from adaspec.eval.report import write_json
+
+    record = {
+        "training_data": response_source(config.data),
+        "chat_template": use_chat_template(tokenizer, config.chat_template),
+    }
+    write_json(record, Path(config.output_dir) / "training_data.json")
+
+
 def run_train(config: EagleTrainConfig) -> EagleTrainResult:
     """Train the reference head, then the AdaSPEC head (same budget); see the module docstring."""
     save_config(config, config.output_dir)
     target, tokenizer = _load(config)
     feats = _examples(config, tokenizer)
+    _record_data(config, tokenizer)
     data = _dataset(config, target, feats)
     heads: dict[str, str] = {}
     metrics: dict[str, dict[str, float]] = {}

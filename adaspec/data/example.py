@@ -35,12 +35,16 @@ class Example:
         meta: Task-specific data for scoring generations (for example ``answer`` for GSM8K,
             ``test_list`` for MBPP, ``reference`` for summarization), plus ``_source`` and
             ``_line`` when the example came from a file.
+        user: The user turn for a chat template when it differs from the prompt (the Alpaca
+            instruction without the Alpaca template around it); None: the prompt, stripped of
+            trailing whitespace (see :mod:`adaspec.data.chat`).
 
     """
 
     prompt: str
     response: str
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    user: str | None = None
 
     @property
     def text(self) -> str:

@@ -12,17 +12,22 @@ Formats:
   ``response = answer.replace("####", "The final answer is: ")`` (exactly as the official code,
   which leaves two spaces before the number); ``meta["answer"]`` is the gold number (text after
   ``####``, stripped, commas removed).
-* ``alpaca``: the Stanford Alpaca templates (with and without input); ``response = output``.
+* ``alpaca``: the Stanford Alpaca templates (with and without input); ``response = output``;
+  for a chat template the user turn is the instruction (and the input after a blank line).
 * ``mbpp``: ``"You are an expert Python programmer, and here is your task: {text} Your code should
   pass these tests:\n\n{tests}\n"`` with one test per line; ``response = code`` with ``\r\n``
   turned into ``\n``; ``meta`` keeps ``task_id``, ``test_list``, ``test_setup_code`` and
   ``challenge_test_list``.
 * ``cnn_dailymail`` (article, highlights) and ``xsum`` (document, summary):
   ``prompt = "Summarize the following article.\n\n{text}\n\nSummary:\n"``,
-  ``response = summary``, ``meta["reference"] = summary``.
+  ``response = summary``, ``meta["reference"] = summary``; the chat user turn leaves out the
+  trailing ``Summary:``.
 * ``prompt_response``: any two fields (``prompt`` and ``response`` by default) used as they are;
   all other fields go to ``meta``.
 * ``synthetic``: records made by :mod:`adaspec.data.synthetic` (prompt, response, kind, answer).
+
+For a chat model every example is one conversation, a user turn and the assistant's response
+(:mod:`adaspec.data.chat`); GSM8K and MBPP use their prompt as the user turn.
 """
 
 from __future__ import annotations
@@ -120,9 +125,11 @@ def _format_alpaca(record: Mapping[str, Any]) -> Example:
     inp = record.get("input") or ""
     if inp.strip():
         prompt = ALPACA_PROMPT_INPUT.format(instruction=instruction, input=inp)
+        user = f"{instruction.strip()}\n\n{inp.strip()}"
     else:
         prompt = ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)
-    return Example(prompt, output, _base_meta(record))
+        user = instruction.strip()
+    return Example(prompt, output, _base_meta(record), user=user)
 
 
 def _format_mbpp(record: Mapping[str, Any]) -> Example:
@@ -146,7 +153,8 @@ def _summary_formatter(task: str, text_field: str, summary_field: str) -> Callab
         meta = _base_meta(record) | {"reference": summary}
         if "id" in record:
             meta["id"] = record["id"]
-        return Example(SUMMARY_PROMPT.format(text=text.strip()), summary.strip(), meta)
+        user = SUMMARY_PROMPT.format(text=text.strip()).rsplit("\n\nSummary:", 1)[0]
+        return Example(SUMMARY_PROMPT.format(text=text.strip()), summary.strip(), meta, user=user)
 
     return fmt
 

@@ -13,6 +13,9 @@ Sequence layout: ``[BOS] + prompt_ids + response_ids + [EOS]``.
   the prompt ids are identical to :func:`build_prompt_ids`, which evaluation uses, and labels are
   ``-100`` on exactly those tokens.
 * EOS (``tokenizer.eos_token_id``) is appended to every response and is a trained label.
+* Chat models (``chat_template="auto"`` / ``"always"`` with a tokenizer that has a template): the
+  prompt and response ids come from the chat template instead (:mod:`adaspec.data.chat`), the
+  response ending with the end-of-turn token; truncation and masking are the same.
 * Truncation to ``max_length``: ``"right"`` cuts the end of the sequence (the response tail and
   perhaps its EOS first); ``"left"`` removes prompt tokens after BOS first and, if the response
   alone is still too long, cuts the response tail. An example with no response token left is
@@ -26,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from adaspec.data.chat import chat_prompt_ids, chat_token_ids, use_chat_template
 from adaspec.data.example import DataError, Example
 
 logger = logging.getLogger(__name__)
@@ -90,18 +94,25 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def build_prompt_ids(example: Example | str, tokenizer: Any) -> list[int]:
+def build_prompt_ids(
+    example: Example | str, tokenizer: Any, chat_template: str | bool = "never"
+) -> list[int]:
     """Token ids of the prompt alone, as generation starts from (BOS per the module's rule).
 
     Args:
         example: An :class:`Example` or a prompt string.
         tokenizer: A Hugging Face tokenizer.
+        chat_template: ``"never"`` (default), ``"auto"`` or ``"always"``: whether the prompt
+            goes through the tokenizer's chat template (:mod:`adaspec.data.chat`).
 
     Returns:
-        ``[BOS] + prompt_ids`` (BOS only for tokenizers that add it), the exact prefix that
-        :func:`tokenize_examples` masks.
+        ``[BOS] + prompt_ids`` (BOS only for tokenizers that add it), or the chat template's
+        rendering of the user turn with the assistant header; the exact prefix that
+        :func:`tokenize_examples` masks with the same ``chat_template``.
 
     """
+    if use_chat_template(tokenizer, chat_template):
+        return chat_prompt_ids(tokenizer, example)
     prompt = example.prompt if isinstance(example, Example) else example
     return _prefix_ids(tokenizer) + _encode(tokenizer, [prompt])[0]
 
@@ -122,12 +133,34 @@ def _truncate(
     return prefix, response[: max(max_length - len(prefix), 0)]
 
 
+def _plain_token_ids(
+    tokenizer: Any, examples: list[Example]
+) -> tuple[list[list[int]], list[list[int]], int]:
+    """Prompt ids and response ids (the joint tokenization's tail when the prompt is a prefix)."""
+    prompts = _encode(tokenizer, [e.prompt for e in examples])
+    joints = _encode(tokenizer, [e.prompt + e.response for e in examples])
+    responses: list[list[int]] = []
+    fallback_idx = []
+    for i, (p, j) in enumerate(zip(prompts, joints)):
+        if j[: len(p)] == p:
+            responses.append(j[len(p) :])
+        else:
+            responses.append([])
+            fallback_idx.append(i)
+    for i, ids in zip(
+        fallback_idx, _encode(tokenizer, [examples[i].response for i in fallback_idx])
+    ):
+        responses[i] = ids
+    return prompts, responses, len(fallback_idx)
+
+
 def tokenize_examples(
     examples: Sequence[Example],
     tokenizer: Any,
     max_length: int,
     *,
     truncation_side: str = "right",
+    chat_template: str | bool = "never",
 ) -> tuple[list[dict[str, list[int]]], TruncationReport]:
     """Tokenize prompt/response pairs for training with the prompt masked out of the labels.
 
@@ -136,6 +169,9 @@ def tokenize_examples(
         tokenizer: A Hugging Face tokenizer with an EOS token.
         max_length: Longest sequence kept, BOS and EOS included.
         truncation_side: ``"right"`` (cut the response tail) or ``"left"`` (cut the prompt head).
+        chat_template: ``"never"`` (default), ``"auto"`` or ``"always"``: with the template, the
+            prompt is the rendered user turn and assistant header and the response ends with the
+            end-of-turn token instead of EOS (:mod:`adaspec.data.chat`); no BOS is added.
 
     Returns:
         ``(features, report)``: one dict per kept example with ``input_ids``,
@@ -158,26 +194,17 @@ def tokenize_examples(
             "end-of-text token) so responses can be terminated"
         )
     examples = list(examples)
-    prefix = _prefix_ids(tokenizer)
-    prompts = _encode(tokenizer, [e.prompt for e in examples])
-    joints = _encode(tokenizer, [e.prompt + e.response for e in examples])
-    responses: list[list[int] | None] = []
-    fallback_idx = []
-    for i, (p, j) in enumerate(zip(prompts, joints)):
-        if j[: len(p)] == p:
-            responses.append(j[len(p) :])
-        else:
-            responses.append(None)
-            fallback_idx.append(i)
-    for i, ids in zip(
-        fallback_idx, _encode(tokenizer, [examples[i].response for i in fallback_idx])
-    ):
-        responses[i] = ids
+    if use_chat_template(tokenizer, chat_template):
+        prefix, end = [], []  # the template writes its own specials and end-of-turn token
+        prompts, responses, num_fallback = chat_token_ids(tokenizer, examples)
+    else:
+        prefix, end = _prefix_ids(tokenizer), [eos]
+        prompts, responses, num_fallback = _plain_token_ids(tokenizer, examples)
 
     features: list[dict[str, list[int]]] = []
     num_truncated = num_dropped = longest = num_tokens = 0
     for p, r in zip(prompts, responses):
-        r = r + [eos]
+        r = r + end
         full_len = len(prefix) + len(p) + len(r)
         longest = max(longest, full_len)
         context, target = _truncate(prefix, p, r, max_length, truncation_side)
@@ -201,7 +228,7 @@ def tokenize_examples(
         num_dropped=num_dropped,
         max_length=max_length,
         longest=longest,
-        num_separately_tokenized=len(fallback_idx),
+        num_separately_tokenized=num_fallback,
         num_tokens=num_tokens,
     )
     if num_truncated:

@@ -28,6 +28,7 @@ def reference_alignment(
     examples: Sequence[Example],
     max_length: int = 1024,
     truncation_side: str = "right",
+    chat_template: str = "never",
 ) -> dict[str, dict[str, float]]:
     """Token-level acceptance and argmax agreement of each draft on held-out gold responses.
 
@@ -39,6 +40,7 @@ def reference_alignment(
         max_length: Longest scored sequence.
         truncation_side: How a longer one is cut, as in training: ``"right"`` cuts the response
             tail, ``"left"`` the prompt head (keeps the whole response, e.g. summaries).
+        chat_template: Tokenize through the chat template, as training did (``"auto"``...).
 
     Returns:
         Draft name -> ``{"token_acceptance", "greedy_agreement", "tokens"}``, pooled over all
@@ -46,7 +48,11 @@ def reference_alignment(
     """
     vocab = check_same_vocabulary({"target": target, **dict(drafts)}, tokenizer)
     features, _ = tokenize_examples(
-        list(examples), tokenizer, max_length, truncation_side=truncation_side
+        list(examples),
+        tokenizer,
+        max_length,
+        truncation_side=truncation_side,
+        chat_template=chat_template,
     )
     sums = {name: [0.0, 0.0] for name in drafts}
     count = 0

@@ -27,6 +27,7 @@ import torch
 
 from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
 from adaspec.data import (
+    CHAT_MODES,
     FORMATTERS,
     MBPP_SPLITS,
     DataConfig,
@@ -36,6 +37,7 @@ from adaspec.data import (
     load_records,
     load_task,
     mbpp_split,
+    use_chat_template,
 )
 from adaspec.decoding import (
     DraftModelDrafter,
@@ -93,6 +95,11 @@ class EvalConfig(ConfigBase):
     token_acceptance: bool = cfg_field(True, help="also measure E[sum min(p, q)] (1 - TV)")
     mbpp_timeout: float = cfg_field(5.0, help="seconds allowed to each MBPP test run")
     keep_samples: bool = cfg_field(True, help="write per-prompt results (texts, α) to results.json")
+    chat_template: str | None = cfg_field(
+        None,
+        help="prompts through the tokenizer's chat template: auto (when it has one), always or "
+        "never; None: data.chat_template when `data` is set, else auto",
+    )
 
     def validate(self) -> None:
         """Check counts, choices and that a prompt source is given."""
@@ -102,6 +109,8 @@ class EvalConfig(ConfigBase):
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("mbpp_timeout", self.mbpp_timeout, 0.0, low_open=True)
         check_choice("dtype", self.dtype, DTYPES)
+        if self.chat_template is not None:
+            check_choice("chat_template", self.chat_template, CHAT_MODES)
         if not isinstance(self.drafts, Mapping):
             raise ConfigError(
                 f"drafts must map a draft name to a checkpoint, got {type(self.drafts).__name__} "
@@ -161,6 +170,7 @@ def evaluate_models(
     keep_samples: bool = True,
     progress: bool = True,
     warmup: bool = True,
+    chat_template: str = "never",
 ) -> dict[str, Any]:
     """Measure acceptance and quality of in-memory drafts against an in-memory target.
 
@@ -180,6 +190,8 @@ def evaluate_models(
         progress: Show a tqdm progress bar.
         warmup: Decode a few tokens of the first prompt (untimed) before measuring, so that
             one-off start-up costs (kernels, allocator) do not enter the timings.
+        chat_template: ``"never"``, ``"auto"`` or ``"always"``: whether prompts go through the
+            tokenizer's chat template (recorded as ``settings.chat_template``).
 
     Returns:
         A JSON-ready dict: ``settings``, ``target`` (quality, tokens, time), ``drafts`` (name ->
@@ -205,6 +217,7 @@ def evaluate_models(
     kind = canonical_task(task) if quality else None
     device = next(target.parameters()).device
     greedy = SamplingConfig(temperature=0.0)
+    chat = use_chat_template(tokenizer, chat_template)
     decoders = {
         name: SpeculativeDecoder(
             target, DraftModelDrafter(draft, vocab_size=vocab), tree=chain(gamma), sampling=greedy
@@ -217,12 +230,12 @@ def evaluate_models(
     target_seconds = 0.0
     samples: list[dict[str, Any]] = []
     if warmup:
-        first = torch.tensor([build_prompt_ids(examples[0], tokenizer)], device=device)
+        first = torch.tensor([build_prompt_ids(examples[0], tokenizer, chat)], device=device)
         autoregressive_generate(target, first, min(8, max_new_tokens), eos_list, sampling=greedy)
         for decoder in decoders.values():
             decoder.generate(first, min(8, max_new_tokens), eos_list)
     for i, example in enumerate(tqdm(examples, desc="eval", disable=not progress)):
-        prompt = torch.tensor([build_prompt_ids(example, tokenizer)], device=device)
+        prompt = torch.tensor([build_prompt_ids(example, tokenizer, chat)], device=device)
         ref = autoregressive_generate(target, prompt, max_new_tokens, eos_list, sampling=greedy)
         ref_tokens = ref.new_tokens[0].tolist()
         target_tokens += len(ref_tokens)
@@ -291,6 +304,7 @@ def evaluate_models(
             "num_prompts": len(examples),
             "gamma": gamma,
             "max_new_tokens": max_new_tokens,
+            "chat_template": chat,
             "eos_token_ids": eos_list,
             "vocab_size": vocab,
             "device": str(device),
@@ -343,6 +357,13 @@ def load_prompt_examples(config: EvalConfig) -> list[Example]:
     )
 
 
+def eval_chat_mode(config: EvalConfig) -> str:
+    """The chat-template mode of an evaluation: its own, else its data config's, else auto."""
+    if config.chat_template is not None:
+        return config.chat_template
+    return config.data.chat_template if config.data is not None else "auto"
+
+
 def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Load the target, the drafts and the prompt set, evaluate, and write the reports.
 
@@ -381,6 +402,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         token_acceptance=config.token_acceptance,
         mbpp_timeout=config.mbpp_timeout,
         keep_samples=config.keep_samples,
+        chat_template=eval_chat_mode(config),
     )
     results["settings"]["wall_seconds"] = time.perf_counter() - start
     results = {"config": config.to_dict(), **results}

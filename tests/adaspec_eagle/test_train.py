@@ -90,6 +90,8 @@ def test_run_train_reference_then_adaspec(tmp_path, tiny_tokenizer):
     assert torch.equal(ref.t2d, ada.t2d) and int(ref.t2d.sum()) == 128
     saved = yaml.safe_load((tmp_path / "out" / "adaspec_config.yaml").read_text())
     assert saved["k"] == 0.4 and saved["head"] == "eagle3"
+    record = json.loads((tmp_path / "out" / "training_data.json").read_text())
+    assert record == {"training_data": {"responses": "gold"}, "chat_template": False}
     cfg_json = json.loads((tmp_path / "out" / "adaspec" / "final" / "config.json").read_text())
     assert cfg_json["adaspec_eagle"]["kind"] == "eagle3"
     assert (tmp_path / "out" / "adaspec" / "checkpoint-2" / "model.safetensors").is_file()

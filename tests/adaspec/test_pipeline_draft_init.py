@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from adaspec.config import ConfigError
+from adaspec.modeling import load_model
+from adaspec.models.layers import same_prefix_weights
+from adaspec.pipeline import run_pipeline
+from adaspec.pipeline_config import PipelineConfig
+
+OPTIM = {"epochs": 1, "learning_rate": 3e-3, "per_device_batch_size": 16, "disable_tqdm": True}
+
+
+def _config(tmp_path, **changes):
+    data = {
+        "output_dir": str(tmp_path / "run"),
+        "tokenizer": {"bpe_vocab_size": 300},
+        "data": {
+            "task": "synthetic",
+            "num_synthetic_train": 32,
+            "num_synthetic_eval": 2,
+            "max_length": 96,
+        },
+        "target": {
+            "model": {"family": "llama", "hidden_size": 32, "num_layers": 3, "num_heads": 4},
+            "optim": OPTIM,
+        },
+        "reference": {"optim": OPTIM},
+    }
+    data.update(changes)
+    return PipelineConfig.from_dict(data)
+
+
+def test_pipeline_draft_init_from_target_layers(tmp_path):
+    cfg = _config(tmp_path, draft_init={"from_target_layers": 1})
+    run_pipeline(cfg, stages=("target", "reference"))
+    out = tmp_path / "run"
+    target = load_model(str(out / "target"))
+    init = load_model(str(out / "draft_init"))
+    assert init.config.num_hidden_layers == 1 and init.config.model_type == "llama"
+    assert same_prefix_weights(target, init)
+    reference = load_model(str(out / "reference"))
+    assert reference.config.num_hidden_layers == 1
+    record = json.loads((out / "pipeline_target-reference.json").read_text())
+    assert record["training_data"] == {"responses": "gold"}
+    assert record["chat_template"] is False
+
+
+def test_pipeline_draft_init_rejects_zero_layers(tmp_path):
+    with pytest.raises(ConfigError, match="draft_init.from_target_layers"):
+        _config(tmp_path, draft_init={"from_target_layers": 0})
