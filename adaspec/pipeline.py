@@ -217,6 +217,15 @@ class Pipeline:
         self._save(model, folder)
         return model
 
+    def _load_init(self, name: str):
+        """Initial weights of a distilled run, in training mode, embeddings frozen if asked."""
+        model = self._load(name).train()
+        if self.config.draft_init.freeze_embeddings:
+            for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+                for param in module.parameters():
+                    param.requires_grad_(False)
+        return model
+
     def reference(self, target):
         """Stage 2: plain forward-KL distillation (the DistillSpec draft at equal steps)."""
         cfg = self.config.reference
@@ -225,7 +234,7 @@ class Pipeline:
             self.draft_init(target)
             return run_stage(
                 "reference",
-                self._load("draft_init"),
+                self._load_init("draft_init"),
                 self.tokenizer,
                 self.train_dataset,
                 cfg.optim.replace(seed=self.config.seed),
@@ -270,7 +279,7 @@ class Pipeline:
                 self.draft_init(target)
             return run_stage(
                 "draft",
-                self._load(init),
+                self._load_init(init),
                 self.tokenizer,
                 self.train_dataset,
                 optim,

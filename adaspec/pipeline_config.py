@@ -155,6 +155,12 @@ class DraftInitConfig(ConfigBase):
         "norm and (tied) lm_head, a pretrained initialisation sharing its tokenizer; null: "
         "draft_model (and draft_pretrain)",
     )
+    freeze_embeddings: bool = cfg_field(
+        False,
+        help="keep the input embedding and output head of the reference and every draft frozen "
+        "while they are distilled (as EAGLE heads keep the target's): a large vocabulary's head "
+        "then costs no gradient or optimizer state; the same for every run, so comparisons stay fair",
+    )
 
     def validate(self) -> None:
         super().validate()

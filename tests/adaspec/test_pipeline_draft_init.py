@@ -49,3 +49,26 @@ def test_pipeline_draft_init_from_target_layers(tmp_path):
 def test_pipeline_draft_init_rejects_zero_layers(tmp_path):
     with pytest.raises(ConfigError, match="draft_init.from_target_layers"):
         _config(tmp_path, draft_init={"from_target_layers": 0})
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_pipeline_freeze_embeddings_keeps_head_and_trains_layers(tmp_path, freeze):
+    import torch
+
+    cfg = _config(
+        tmp_path,
+        draft_init={"from_target_layers": 1, "freeze_embeddings": freeze},
+        draft={"loss": {"k": 0.5}},
+        evaluation={"enabled": False},
+    )
+    run_pipeline(cfg)
+    out = tmp_path / "run"
+    init = load_model(str(out / "draft_init")).state_dict()
+    for name in ("reference", "adaspec-equal_steps"):
+        trained = load_model(str(out / name)).state_dict()
+        head_same = torch.equal(
+            trained["model.embed_tokens.weight"], init["model.embed_tokens.weight"]
+        )
+        layer = "model.layers.0.mlp.down_proj.weight"
+        assert head_same == freeze, name
+        assert not torch.equal(trained[layer], init[layer]), name
