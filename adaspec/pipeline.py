@@ -172,7 +172,7 @@ class Pipeline:
                 drift[name] = (saved, changes)
         if drift and not retrain_changed:
             raise ConfigError(drift_error(self.out, drift))
-        for name, (where, changes) in drift.items():
+        for name, (_saved, changes) in drift.items():
             logger.warning("stage %s will be retrained: %s", name, "; ".join(changes))
         return set(drift)
 
