@@ -46,16 +46,12 @@ from adaspec.pipeline_guard import (
     OutputLock,
     changed_settings,
     drift_error,
-    find_drift,
+    drifted_stages,
     saved_config,
     tokenizer_settings,
 )
 from adaspec.tokenizer_io import check_same_tokenizer, save_tokenizer
-from adaspec.training.checkpoints import (
-    is_complete_model_dir,
-    latest_complete_checkpoint,
-    save_final,
-)
+from adaspec.training.checkpoints import is_complete_model_dir, save_final
 from adaspec.training.config import scaled_optim
 from adaspec.training.stages import build_or_load_model, run_stage
 from adaspec.training.teacher_cache import TeacherCache
@@ -159,17 +155,7 @@ class Pipeline:
         return ["target", "draft_init", "reference", *draft_runs(self.config)]
 
     def _check_drift(self, retrain_changed: bool) -> set[str]:
-        drift: dict[str, tuple[str, list[str]]] = {}
-        for name in self._stage_names():
-            folder = self.out / name
-            saved: str | None = str(folder)
-            if not is_complete_model_dir(folder):
-                saved = latest_complete_checkpoint(folder.with_name(name + "-checkpoints"))
-            if saved is None:
-                continue
-            changes = find_drift(self.config, name, saved)
-            if changes:
-                drift[name] = (saved, changes)
+        drift = drifted_stages(self.config, self.out, self._stage_names())
         if drift and not retrain_changed:
             raise ConfigError(drift_error(self.out, drift))
         for name, (_saved, changes) in drift.items():

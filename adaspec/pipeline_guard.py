@@ -171,6 +171,33 @@ def find_drift(config: Any, stage: str, folder: str | os.PathLike) -> list[str]:
     return changed_settings(stage_settings(old, stage), stage_settings(config, stage))
 
 
+def drifted_stages(
+    config: Any, output_dir: str | os.PathLike, stages: list[str]
+) -> dict[str, tuple[str, list[str]]]:
+    """The trained ``stages`` under ``output_dir`` whose settings differ from ``config``.
+
+    A stage is compared through its final model folder when that is complete, else through its
+    newest committed checkpoint; stages with neither are not trained yet.
+
+    Returns:
+        Stage name -> (the folder compared, its changed settings), for the stages that changed.
+    """
+    from adaspec.training.checkpoints import is_complete_model_dir, latest_complete_checkpoint
+
+    drift = {}
+    for name in stages:
+        folder = Path(output_dir) / name
+        saved: str | None = str(folder)
+        if not is_complete_model_dir(folder):
+            saved = latest_complete_checkpoint(folder.with_name(name + "-checkpoints"))
+        if saved is None:
+            continue
+        changes = find_drift(config, name, saved)
+        if changes:
+            drift[name] = (saved, changes)
+    return drift
+
+
 def drift_error(output_dir: str | os.PathLike, drift: dict[str, tuple[str, list[str]]]) -> str:
     """The message refusing a rerun whose config changed settings of trained stages."""
     lines = [f"{output_dir} holds stages trained with other settings than this config:"]
