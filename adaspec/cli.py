@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from adaspec.config import ConfigError, describe
+from adaspec.pipeline_guard import OutputDirInUse
 
 STAGE_ALIASES = {"target": "target", "ref": "reference", "reference": "reference", "draft": "draft"}
 
@@ -28,6 +29,12 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-resume", action="store_true", help="start stages from scratch instead of resuming"
+    )
+    parser.add_argument(
+        "--retrain-changed",
+        action="store_true",
+        help="retrain from scratch the trained stages whose settings differ from this config "
+        "(default: refuse to run, listing the changed settings; see docs/resume.md)",
     )
 
 
@@ -132,7 +139,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = PipelineConfig.from_yaml(args.config, overrides=args.overrides)
     stage = STAGE_ALIASES[args.stage]
-    result = run_pipeline(config, stages=(stage,), resume=not args.no_resume)
+    result = run_pipeline(
+        config, stages=(stage,), resume=not args.no_resume, retrain_changed=args.retrain_changed
+    )
     _print_result(result)
     return 0
 
@@ -142,7 +151,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     from adaspec.pipeline_config import PipelineConfig
 
     config = PipelineConfig.from_yaml(args.config, overrides=args.overrides)
-    _print_result(run_pipeline(config, resume=not args.no_resume))
+    _print_result(
+        run_pipeline(config, resume=not args.no_resume, retrain_changed=args.retrain_changed)
+    )
     return 0
 
 
@@ -161,7 +172,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from adaspec.demo import run_demo
 
-    _print_result(run_demo(args.output_dir, overrides=args.overrides, resume=not args.no_resume))
+    _print_result(
+        run_demo(
+            args.output_dir,
+            overrides=args.overrides,
+            resume=not args.no_resume,
+            retrain_changed=args.retrain_changed,
+        )
+    )
     return 0
 
 
@@ -296,7 +314,7 @@ def dispatch(
     )
     try:
         return commands[args.command](args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, OutputDirInUse) as err:
         if args.verbose:
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)

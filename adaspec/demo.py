@@ -31,7 +31,12 @@ def demo_config(
 
 
 def run_demo(
-    output_dir: str = "runs/demo", overrides: list[str] | None = None, resume: bool = True
+    output_dir: str = "runs/demo",
+    overrides: list[str] | None = None,
+    resume: bool = True,
+    retrain_changed: bool = False,
 ) -> dict:
     """Run the demo pipeline and return its results (the comparison table under ``comparison``)."""
-    return run_pipeline(demo_config(output_dir, overrides), resume=resume)
+    return run_pipeline(
+        demo_config(output_dir, overrides), resume=resume, retrain_changed=retrain_changed
+    )

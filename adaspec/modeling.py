@@ -144,13 +144,29 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer from a hub name, a directory, or a single ``tokenizer.json`` file.
 
     A tokenizer without a pad token gets its EOS token as pad token (as Pythia needs).
+
+    Raises:
+        ValueError: Naming the file, when a local tokenizer file is truncated or not a tokenizer.
     """
-    if name_or_path.endswith(".json"):
-        tok = PreTrainedTokenizerFast(tokenizer_file=name_or_path)
-        if tok.eos_token is None and "<|endoftext|>" in tok.get_vocab():
-            tok.eos_token = "<|endoftext|>"
-    else:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+    import os
+
+    try:
+        if name_or_path.endswith(".json"):
+            tok = PreTrainedTokenizerFast(tokenizer_file=name_or_path)
+            if tok.eos_token is None and "<|endoftext|>" in tok.get_vocab():
+                tok.eos_token = "<|endoftext|>"
+        else:
+            tok = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ImportError):
+        raise
+    except Exception as err:  # tokenizers raises a bare Exception on a malformed file
+        if not os.path.exists(name_or_path):
+            raise
+        raise ValueError(
+            f"cannot read the tokenizer at {name_or_path}: {err}. The file is truncated (a save cut "
+            "short, e.g. by a full disk) or not a tokenizer: restore it from its source, or delete "
+            "it so that it is rebuilt"
+        ) from err
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

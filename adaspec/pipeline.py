@@ -13,13 +13,17 @@ Layout of ``output_dir``::
     comparison.json / .md      the drafts against each other on held-out examples
 
 A stage whose final model exists is skipped, and an interrupted stage resumes from its newest
-complete checkpoint, so re-running the same command continues where it stopped.
+complete checkpoint, so re-running the same command continues where it stopped. A rerun whose
+config changes a setting that decides a trained stage's result is refused (or, asked to, retrains
+that stage), a model whose tokenizer differs from the run's is refused, and a second run on the
+same ``output_dir`` stops at once (see :mod:`adaspec.pipeline_guard`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from typing import Any
 from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
-from adaspec.config import save_config
+from adaspec.config import ConfigError, save_config
 from adaspec.data import (
     DataCollatorForCompletion,
     label_every_token,
@@ -40,6 +44,15 @@ from adaspec.data import (
 from adaspec.eval.report import write_json
 from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
 from adaspec.pipeline_config import PipelineConfig
+from adaspec.pipeline_guard import (
+    OutputLock,
+    changed_settings,
+    drift_error,
+    drifted_stages,
+    saved_config,
+    tokenizer_settings,
+)
+from adaspec.tokenizer_io import check_same_tokenizer, save_tokenizer
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
 from adaspec.training.config import scaled_optim
 from adaspec.training.stages import build_or_load_model, run_stage
@@ -49,16 +62,33 @@ logger = logging.getLogger(__name__)
 STAGES = ("target", "reference", "draft")
 
 
-def prepare_tokenizer(config: PipelineConfig, texts: list[str]) -> PreTrainedTokenizerBase:
-    """Load the configured tokenizer, or train a BPE on ``texts`` (saved to ``output_dir/tokenizer``)."""
+def prepare_tokenizer(
+    config: PipelineConfig, texts: list[str], rebuild: bool = False
+) -> PreTrainedTokenizerBase:
+    """The run's tokenizer, saved atomically to ``output_dir/tokenizer`` and reused from there.
+
+    It is ``tokenizer.name_or_path``; when that is null, the tokenizer of a loaded target
+    (``target.model.name_or_path``), whose ids are the ones it was trained on; otherwise a BPE
+    trained on ``texts``. A saved tokenizer that cannot be read (a save cut short by an older
+    version) is rebuilt, with a warning; trained stages are then checked against it by fingerprint.
+
+    Args:
+        config: The pipeline config.
+        texts: Training texts for a fresh BPE.
+        rebuild: Build it again even if a saved one exists (its settings changed).
+    """
     folder = Path(config.output_dir) / "tokenizer"
-    if (folder / "tokenizer.json").exists():
-        return load_tokenizer(str(folder))
-    if config.tokenizer.name_or_path is not None:
-        tokenizer = load_tokenizer(config.tokenizer.name_or_path)
+    if folder.is_dir() and not rebuild:
+        try:
+            return load_tokenizer(str(folder))
+        except ValueError as err:
+            logger.warning("%s; rebuilding %s from the config", err, folder)
+    source = config.tokenizer.name_or_path or config.target.model.name_or_path
+    if source is not None:
+        tokenizer = load_tokenizer(source)
     else:
         tokenizer = train_bpe_tokenizer(texts, vocab_size=config.tokenizer.bpe_vocab_size)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     return tokenizer
 
 
@@ -83,20 +113,70 @@ def draft_runs(config: PipelineConfig) -> dict[str, tuple[str, Any]]:
 class Pipeline:
     """Runs the stages of one :class:`PipelineConfig`, sharing data and models between them."""
 
-    def __init__(self, config: PipelineConfig, resume: bool = True) -> None:
+    def __init__(
+        self, config: PipelineConfig, resume: bool = True, retrain_changed: bool = False
+    ) -> None:
+        """Lock ``output_dir``, check trained stages against ``config``, prepare the data.
+
+        Args:
+            config: The run's config.
+            resume: Skip finished stages and resume interrupted ones; ``False`` retrains all.
+            retrain_changed: Retrain from scratch the stages whose saved settings differ from
+                ``config`` instead of refusing to run.
+
+        Raises:
+            ConfigError: Listing each trained stage whose settings changed (old -> new), unless
+                ``retrain_changed``.
+            OutputDirInUse: If another run holds ``output_dir``.
+        """
         self.config = config
         self.resume = resume
         self.out = Path(config.output_dir)
         self.state = PartialState()
         self.timings: dict[str, float] = {}
+        self._lock = OutputLock(self.out) if self.state.is_main_process else None
+        try:
+            self._retrain = self._check_drift(retrain_changed) if resume else set()
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release ``output_dir`` for other runs."""
+        if self._lock is not None:
+            self._lock.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _stage_names(self) -> list[str]:
+        return ["target", "draft_init", "reference", *draft_runs(self.config)]
+
+    def _check_drift(self, retrain_changed: bool) -> set[str]:
+        drift = drifted_stages(self.config, self.out, self._stage_names())
+        if drift and not retrain_changed:
+            raise ConfigError(drift_error(self.out, drift))
+        for name, (_saved, changes) in drift.items():
+            logger.warning("stage %s will be retrained: %s", name, "; ".join(changes))
+        return set(drift)
+
+    def _setup(self) -> None:
+        config = self.config
         train_examples = load_task(config.data, split="train")
         self.eval_examples = load_task(config.data, split="eval")
         texts = [e.prompt + e.response for e in train_examples]
+        previous = saved_config(self.out) if (self.out / "adaspec_config.yaml").exists() else None
+        rebuild = previous is not None and bool(
+            changed_settings(tokenizer_settings(previous), tokenizer_settings(config))
+        )
         with self.state.main_process_first():
             if self.state.is_main_process:
-                self.out.mkdir(parents=True, exist_ok=True)
                 save_config(config, self.out)
-            self.tokenizer = prepare_tokenizer(config, texts)
+            self.tokenizer = prepare_tokenizer(config, texts, rebuild=rebuild)
         features, report = tokenize_examples(
             train_examples,
             self.tokenizer,
@@ -144,7 +224,9 @@ class Pipeline:
         return cache
 
     def _load(self, name: str):
-        return load_model(str(self.out / name)).eval()
+        folder = self.out / name
+        check_same_tokenizer(self.tokenizer, {name: folder})
+        return load_model(str(folder)).eval()
 
     def _save(self, model, folder: Path) -> None:
         """Save an untrained model on the main process; the others wait until it is there."""
@@ -154,6 +236,13 @@ class Pipeline:
 
     def _stage(self, name: str, fn) -> Any:
         folder = self.out / name
+        if name in self._retrain:
+            self._retrain.discard(name)
+            with self.state.main_process_first():
+                if self.state.is_main_process:
+                    for path in (folder, folder.with_name(name + "-checkpoints")):
+                        if path.exists():
+                            shutil.rmtree(path)
         if self.resume and is_complete_model_dir(folder):
             logger.info("stage %s: found %s, skipping", name, folder)
             return self._load(name)
@@ -167,6 +256,8 @@ class Pipeline:
 
         The loss covers response tokens, and prompt tokens too when ``prompt_loss`` is true.
         """
+        if spec.name_or_path is not None and Path(spec.name_or_path).is_dir():
+            check_same_tokenizer(self.tokenizer, {spec.name_or_path: spec.name_or_path})
         model = build_or_load_model(spec, len(self.tokenizer), seed=seed)
         if optim is None:
             self._save(model, folder)
@@ -352,7 +443,14 @@ def _recorded_seconds(path: Path) -> dict[str, float]:
 
 
 def run_pipeline(
-    config: PipelineConfig, stages: tuple[str, ...] = STAGES, resume: bool = True
+    config: PipelineConfig,
+    stages: tuple[str, ...] = STAGES,
+    resume: bool = True,
+    retrain_changed: bool = False,
 ) -> dict:
-    """Run ``stages`` of the pipeline described by ``config`` and return the results."""
-    return Pipeline(config, resume=resume).run(stages)
+    """Run ``stages`` of the pipeline described by ``config`` and return the results.
+
+    See :class:`Pipeline` for ``resume`` and ``retrain_changed``.
+    """
+    with Pipeline(config, resume=resume, retrain_changed=retrain_changed) as pipeline:
+        return pipeline.run(stages)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerState, TrainingArguments
 
 from adaspec.config import ConfigBase
 from adaspec.modeling import build_model, load_model, tiny_config
-from adaspec.training.checkpoints import latest_complete_checkpoint, save_final
+from adaspec.tokenizer_io import check_same_tokenizer
+from adaspec.training.checkpoints import checkpoint_state, latest_complete_checkpoint, save_final
 from adaspec.training.config import LossConfig, ModelSpec, OptimConfig
 from adaspec.training.teacher_cache import TeacherCache, with_example_index
 from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
@@ -95,9 +97,29 @@ def training_arguments(
 
 
 def _fit(trainer: Any, checkpoint_dir: Path, resume: bool) -> None:
-    last = latest_complete_checkpoint(checkpoint_dir) if resume else None
-    if last:
-        logger.info("resuming from %s", last)
+    """Train, resuming from the newest committed checkpoint; without ``resume``, from scratch.
+
+    A checkpoint at the end of training (the run was killed before or during the final save) is
+    loaded as it is: ``Trainer.train`` would run one optimizer step past ``max_steps`` when the
+    last step is not at an epoch boundary.
+    """
+    if not resume:
+        if checkpoint_dir.exists() and trainer.args.should_save:
+            shutil.rmtree(checkpoint_dir)  # a later resume must not find this older run's steps
+        trainer.train()
+        return
+    last = latest_complete_checkpoint(checkpoint_dir)
+    if last is None:
+        trainer.train()
+        return
+    check_same_tokenizer(trainer.processing_class, {f"checkpoint {last}": last})
+    state = checkpoint_state(last)
+    if 0 < state.get("max_steps", 0) <= state.get("global_step", 0):
+        logger.info("%s is the end of training: loading it without further steps", last)
+        trainer._load_from_checkpoint(last)
+        trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        return
+    logger.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
 
 
@@ -117,6 +139,7 @@ def run_stage(
     resume: bool = True,
     teacher_cache: TeacherCache | None = None,
     ref_cache: TeacherCache | None = None,
+    callbacks: list[Any] | None = None,
 ) -> PreTrainedModel:
     """Train one stage and save the result to ``output_dir`` (checkpoints in ``output_dir/checkpoints``).
 
@@ -135,6 +158,7 @@ def run_stage(
         resume: Continue from the newest complete checkpoint if there is one.
         teacher_cache: Precomputed target outputs for the reference and draft stages.
         ref_cache: Precomputed reference outputs for the draft stage.
+        callbacks: Extra ``TrainerCallback`` objects (progress reporting, tests that stop a run).
 
     Returns:
         The trained model.
@@ -151,6 +175,7 @@ def run_stage(
         train_dataset=train_dataset,
         data_collator=data_collator,
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     if stage == "target":
         trainer = TargetTrainer(**common)

@@ -2,41 +2,13 @@ import json
 
 import pytest
 import yaml
+from helpers import TINY_PIPELINE
 
 from adaspec.cli import main
 from adaspec.pipeline import draft_runs, run_pipeline
 from adaspec.pipeline_config import PipelineConfig
 
-TINY = {
-    "seed": 0,
-    "tokenizer": {"bpe_vocab_size": 300},
-    "data": {
-        "task": "synthetic",
-        "num_synthetic_train": 48,
-        "num_synthetic_eval": 3,
-        "max_length": 96,
-    },
-    "target": {
-        "model": {"family": "gpt_neox", "hidden_size": 32, "num_layers": 2, "num_heads": 4},
-        "optim": {
-            "epochs": 1,
-            "learning_rate": 3e-3,
-            "per_device_batch_size": 16,
-            "disable_tqdm": True,
-        },
-    },
-    "draft_model": {"family": "gpt_neox", "hidden_size": 16, "num_layers": 1, "num_heads": 2},
-    "reference": {
-        "optim": {
-            "epochs": 1,
-            "learning_rate": 3e-3,
-            "per_device_batch_size": 16,
-            "disable_tqdm": True,
-        }
-    },
-    "draft": {"loss": {"k": 0.5}, "budget": {"modes": ["equal_steps", "equal_tokens"]}},
-    "evaluation": {"num_examples": 2, "gamma": 3, "max_new_tokens": 12},
-}
+TINY = TINY_PIPELINE
 
 
 def _config(tmp_path, **changes):

@@ -101,7 +101,9 @@ def test_load_task_eval_holdout_splits_one_source(tmp_path):
     from adaspec.data import DataConfig, DataError, load_task
 
     path = tmp_path / "x.jsonl"
-    path.write_text("".join(json.dumps({"document": f"doc {i}", "summary": f"s {i}"}) + "\n" for i in range(10)))
+    path.write_text(
+        "".join(json.dumps({"document": f"doc {i}", "summary": f"s {i}"}) + "\n" for i in range(10))
+    )
     cfg = DataConfig(task="xsum", source=str(path), eval_holdout=3)
     train, held = load_task(cfg, "train"), load_task(cfg, "eval")
     assert [e.response for e in held] == ["s 7", "s 8", "s 9"]
