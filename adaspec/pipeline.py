@@ -154,7 +154,8 @@ class Pipeline:
         self.close()
 
     def _stage_names(self) -> list[str]:
-        return ["target", "draft_init", "reference", *draft_runs(self.config)]
+        sweep = [f"sweep-{name}" for name in self.config.sweep.recipes]
+        return ["target", "draft_init", "reference", *draft_runs(self.config), *sweep]
 
     def _check_drift(self, retrain_changed: bool) -> set[str]:
         drift = drifted_stages(self.config, self.out, self._stage_names())

@@ -5,7 +5,8 @@ trained with (``adaspec_config.yaml``). Before a run skips a finished stage or r
 interrupted one, :func:`find_drift` compares the settings that decide the stage's result with the
 current config. Settings that do not change the result never block:
 
-* ``output_dir``, ``teacher_cache`` (exact either way) and the whole ``evaluation`` section;
+* ``output_dir``, ``teacher_cache`` and ``teacher_cache_kind`` (exact either way), the whole
+  ``evaluation`` section, and the ``sweep`` section's seeds, recipes and baseline;
 * in every ``optim`` section: ``logging_steps``, ``save_steps``, ``save_total_limit``,
   ``report_to``, ``disable_tqdm``, ``dataloader_num_workers`` and ``gradient_checkpointing``;
 * the held-out data: ``data.eval_source``, ``data.eval_split``, ``data.max_eval_examples`` and
@@ -73,7 +74,11 @@ def stage_settings(config: Any, stage: str) -> dict[str, Any]:
         "data": {k: v for k, v in d["data"].items() if k not in NEUTRAL_DATA},
     }
     target = dict(d["target"], optim=_optim(d["target"]["optim"]) if d["target"]["train"] else None)
-    init = {"draft_model": d["draft_model"], "draft_pretrain": _optim(d["draft_pretrain"])}
+    init = {
+        "draft_model": d["draft_model"],
+        "draft_pretrain": _optim(d["draft_pretrain"]),
+        "draft_init": d.get("draft_init"),
+    }
     reference = {
         "optim": _optim(d["reference"]["optim"]),
         "loss": {k: v for k, v in d["reference"]["loss"].items() if k != "k"},
@@ -92,6 +97,9 @@ def stage_settings(config: Any, stage: str) -> dict[str, Any]:
             }
             if stage.endswith("equal_tokens"):
                 draft["budget"] = {"token_scaling": d["draft"]["budget"]["token_scaling"]}
+            if stage.startswith("sweep-"):  # a recipe's loss is built from these too
+                sweep = d["sweep"]
+                draft["sweep"] = {k: sweep[k] for k in ("late_phase_fraction", "k_linear_fraction")}
             sections["draft"] = draft
     flat: dict[str, Any] = {}
     _flatten("", sections, flat)

@@ -132,6 +132,18 @@ def test_stage_settings_ignore_neutral_keys_and_follow_dependencies(tmp_path):
     assert stage_settings(base, "draft_init") == stage_settings(lr, "draft_init")
 
 
+def test_stage_settings_cover_draft_init_and_sweep_recipes(tmp_path):
+    base = _config(tmp_path)
+    frozen = _config(tmp_path, **{"draft_init.freeze_embeddings": True})
+    for stage in ("draft_init", "reference", "sweep-late_phase"):
+        assert stage_settings(base, stage) != stage_settings(frozen, stage), stage
+    late = _config(tmp_path, **{"sweep.late_phase_fraction": 0.25})
+    assert stage_settings(base, "sweep-late_phase") != stage_settings(late, "sweep-late_phase")
+    assert stage_settings(base, "reference") == stage_settings(late, "reference")
+    seeds = _config(tmp_path, **{"sweep.seeds": [5], "teacher_cache_kind": "hidden"})
+    assert stage_settings(base, "sweep-late_phase") == stage_settings(seeds, "sweep-late_phase")
+
+
 # --- tokenizer provenance -------------------------------------------------------------------------
 
 
