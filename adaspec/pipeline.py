@@ -36,7 +36,13 @@ from adaspec.data import (
     tokenize_examples,
 )
 from adaspec.eval.report import write_json
-from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
+from adaspec.modeling import (
+    check_max_length,
+    check_same_vocabulary,
+    load_model,
+    load_tokenizer,
+    train_bpe_tokenizer,
+)
 from adaspec.pipeline_config import PipelineConfig
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
 from adaspec.training.config import scaled_optim
@@ -146,6 +152,7 @@ class Pipeline:
         The loss covers response tokens, and prompt tokens too when ``prompt_loss`` is true.
         """
         model = build_or_load_model(spec, len(self.tokenizer), seed=seed)
+        check_max_length(model, self.config.data.max_length, folder.name)
         if optim is None:
             self._save(model, folder)
             return model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adaspec.config import ConfigBase, cfg_field, check_range
+from adaspec.config import ConfigBase, ConfigError, cfg_field, check_range
 from adaspec.data import DataConfig
 from adaspec.training.config import BudgetConfig, LossConfig, ModelSpec, OptimConfig
 
@@ -113,3 +113,15 @@ class PipelineConfig(ConfigBase):
     reference: ReferenceStageConfig = cfg_field(ReferenceStageConfig, help="stage 2")
     draft: DraftStageConfig = cfg_field(DraftStageConfig, help="stage 3")
     evaluation: CompareConfig = cfg_field(CompareConfig, help="the final comparison")
+
+    def validate(self) -> None:
+        """Check the sections, and data.max_length against the fresh models' positions."""
+        super().validate()
+        for name, spec in (("target.model", self.target.model), ("draft_model", self.draft_model)):
+            positions = spec.max_position_embeddings
+            if spec.name_or_path is None and self.data.max_length > positions:
+                raise ConfigError(
+                    f"data.max_length={self.data.max_length} is longer than the {name} model's "
+                    f"{positions} positions ({name}.max_position_embeddings): lower "
+                    f"data.max_length or raise {name}.max_position_embeddings"
+                )

@@ -144,7 +144,8 @@ def tokenize_examples(
         and the :class:`TruncationReport`. A warning is logged when anything was truncated.
 
     Raises:
-        DataError: If the tokenizer has no EOS token, or an argument is out of range.
+        DataError: If the tokenizer has no EOS token, an argument is out of range, or every
+            example is dropped by truncation. Empty responses are counted in a warning.
 
     """
     if truncation_side not in ("right", "left"):
@@ -175,8 +176,9 @@ def tokenize_examples(
         responses[i] = ids
 
     features: list[dict[str, list[int]]] = []
-    num_truncated = num_dropped = longest = num_tokens = 0
+    num_truncated = num_dropped = longest = num_tokens = num_empty = 0
     for p, r in zip(prompts, responses):
+        num_empty += not r
         r = r + [eos]
         full_len = len(prefix) + len(p) + len(r)
         longest = max(longest, full_len)
@@ -204,8 +206,22 @@ def tokenize_examples(
         num_separately_tokenized=len(fallback_idx),
         num_tokens=num_tokens,
     )
+    if examples and not features:
+        raise DataError(
+            f"all {len(examples)} examples were dropped: with max_length={max_length} and "
+            f"truncation_side={truncation_side!r} no response token is left (longest={longest} "
+            f"tokens); raise data.max_length (to {longest} to keep every example whole), or use "
+            "data.truncation_side='left' to cut prompts instead of responses"
+        )
     if num_truncated:
         logger.warning(report.summary())
+    if num_empty:
+        logger.warning(
+            "%d of %d examples have an empty response: they train on EOS alone; check the "
+            "response field (data.response_field) and the source",
+            num_empty,
+            len(examples),
+        )
     return features, report
 
 

@@ -159,3 +159,16 @@ def test_resolve_device_auto():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("which", ["target", "draft"])
+def test_evaluate_models_nan_weights_refused(tiny_tokenizer, which):
+    target, same, _ = models(tiny_tokenizer)
+    broken = target if which == "target" else same
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ValueError, match=rf"{which}.*non-finite"):
+        evaluate_models(
+            target, {"draft": same}, tiny_tokenizer, EXAMPLES, max_new_tokens=4, progress=False
+        )
