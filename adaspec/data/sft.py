@@ -128,6 +128,7 @@ def tokenize_examples(
     max_length: int,
     *,
     truncation_side: str = "right",
+    allow_all_dropped: bool = False,
 ) -> tuple[list[dict[str, list[int]]], TruncationReport]:
     """Tokenize prompt/response pairs for training with the prompt masked out of the labels.
 
@@ -136,6 +137,8 @@ def tokenize_examples(
         tokenizer: A Hugging Face tokenizer with an EOS token.
         max_length: Longest sequence kept, BOS and EOS included.
         truncation_side: ``"right"`` (cut the response tail) or ``"left"`` (cut the prompt head).
+        allow_all_dropped: Return no feature instead of raising when truncation drops every
+            example (for measurements that report the count; training needs examples).
 
     Returns:
         ``(features, report)``: one dict per kept example with ``input_ids``,
@@ -206,7 +209,7 @@ def tokenize_examples(
         num_separately_tokenized=len(fallback_idx),
         num_tokens=num_tokens,
     )
-    if examples and not features:
+    if examples and not features and not allow_all_dropped:
         raise DataError(
             f"all {len(examples)} examples were dropped: with max_length={max_length} and "
             f"truncation_side={truncation_side!r} no response token is left (longest={longest} "

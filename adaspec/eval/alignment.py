@@ -46,7 +46,11 @@ def reference_alignment(
     """
     vocab = check_same_vocabulary({"target": target, **dict(drafts)}, tokenizer)
     features, _ = tokenize_examples(
-        list(examples), tokenizer, max_length, truncation_side=truncation_side
+        list(examples),
+        tokenizer,
+        max_length,
+        truncation_side=truncation_side,
+        allow_all_dropped=True,
     )
     sums = {name: [0.0, 0.0] for name in drafts}
     count = 0
