@@ -8,8 +8,11 @@ every checkpoint with :func:`save_config`.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
+import functools
+import numbers
 import os
 import types
 import typing
@@ -74,23 +77,129 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _coerce(name: str, tp: Any, value: Any) -> Any:
-    """Turn YAML strings such as ``1e-5`` (which YAML 1.1 reads as text) into the field's number type."""
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Turn YAML strings such as ``1e-5`` (which YAML 1.1 reads as text) into the field's number type.
+
+    Whole floats such as ``2.0`` become ints for int fields and ints become floats for float
+    fields; anything else is left for :func:`check_type` to judge.
+    """
+    tp = _strip_optional(hint)
     if value is None or tp not in (int, float) or isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
-        return float(value) if tp is float else value
+        if tp is float:
+            return float(value)
+        return int(value) if isinstance(value, float) and value.is_integer() else value
     if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+            raise _type_error(name, hint, value) from None
         if tp is int:
             if not number.is_integer():
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+                raise _type_error(name, hint, value)
             return int(number)
         return number
     return value
+
+
+def _expected(tp: Any) -> str:
+    """How a type hint reads in an error message ("a whole number (int)", "a list of strings")."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_expected(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return f"one of {list(args)}"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number (int)"
+    if tp is float:
+        return "a number (float)"
+    if tp is str:
+        return "a string"
+    if tp in (list, tuple) or origin in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        return "a list" + (f" of {_expected(inner[0])} items" if len(inner) == 1 else "")
+    if tp is dict or origin is dict:
+        return "a mapping" + (f" of {_expected(args[0])} to {_expected(args[1])}" if args else "")
+    if isinstance(tp, type) and issubclass(tp, ConfigBase):
+        return f"a section (a mapping of {tp.__name__} keys)"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _type_error(name: str, tp: Any, value: Any) -> ConfigError:
+    shown = "None (null)" if value is None else f"{value!r} ({type(value).__name__})"
+    fix = ""
+    if isinstance(value, str) and _expected(tp).startswith("a list"):
+        fix = f": write a YAML list, e.g. [{value}]"
+    elif value is None:
+        fix = ": null is not allowed here, give a value or leave the key out for the default"
+    return ConfigError(f"{name} must be {_expected(tp)}, got {shown}{fix}")
+
+
+def _matches(tp: Any, value: Any) -> bool:
+    """Whether ``value`` has the type ``tp`` (shallow for containers)."""
+    origin = typing.get_origin(tp)
+    if tp is Any or isinstance(tp, (str, TypeVar)):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if tp is dict or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, collections.abc.Mapping)
+    check = origin or tp
+    return not isinstance(check, type) or isinstance(value, check)
+
+
+def check_type(name: str, tp: Any, value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` fits the type hint ``tp``.
+
+    Bools are not numbers, ints accept no fractions, floats accept ints, lists accept lists and
+    tuples (never a bare string), mappings and the items of lists and mappings are checked too,
+    ``Literal`` values must be listed, ``X | None`` accepts null.
+
+    Args:
+        name: The field's path, used in the message (``draft.loss.k``).
+        tp: The field's type hint.
+        value: The value read.
+
+    Raises:
+        ConfigError: Naming the field, the value, its type and the expected type.
+    """
+    if not _matches(tp, value):
+        raise _type_error(name, tp, value)
+    if value is None:
+        return
+    tp = _strip_optional(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        item_types = [a for a in args if a is not Ellipsis]
+        if len(item_types) == 1:
+            for i, item in enumerate(value):
+                check_type(f"{name}[{i}]", item_types[0], item)
+    elif origin in (dict, collections.abc.Mapping) and len(args) == 2:
+        for key, item in value.items():
+            check_type(f"{name} key", args[0], key)
+            check_type(f"{name}[{key!r}]", args[1], item)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name in hints}
 
 
 @dataclasses.dataclass
@@ -98,7 +207,13 @@ class ConfigBase:
     """Base class: YAML loading with unknown-key rejection, validation, and saving."""
 
     def validate(self) -> None:
-        """Check ranges and choices; subclasses extend and call ``super().validate()``."""
+        """Check types, ranges and choices; subclasses extend and call ``super().validate()`` first.
+
+        Every field is checked against its type hint (see :func:`check_type`) before any range
+        check runs, so ``k: [0.4]`` or ``teacher_cache: maybe`` are refused by name.
+        """
+        for name, tp in _field_types(type(self)).items():
+            check_type(name, tp, getattr(self, name))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, ConfigBase):
@@ -136,7 +251,7 @@ class ConfigBase:
             ):
                 kwargs[name] = tp.from_dict(value, prefix=f"{prefix}{name}.")
             else:
-                kwargs[name] = _coerce(prefix + name, tp, value)
+                kwargs[name] = _coerce(prefix + name, hints[name], value)
         try:
             return cls(**kwargs)
         except ConfigError as err:

@@ -7,6 +7,7 @@ path, and so that vocabulary checks live in one place.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -182,11 +183,72 @@ def load_model(
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a torch dtype.
         **kwargs: Passed to ``from_pretrained`` (for example ``attn_implementation``).
     """
+    check_local_path(name_or_path, "model")
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        bad = _unreadable_safetensors(name_or_path)
+        raise OSError(
+            f"{bad or name_or_path}: the safetensors weights are truncated or corrupt ({err}); "
+            "the save was probably interrupted: save or download the checkpoint again"
+        ) from err
+
+
+def check_local_path(name_or_path: str, what: str = "model") -> None:
+    """Raise ``FileNotFoundError`` at once for a local-looking path that does not exist.
+
+    A name that :func:`adaspec.data.sources.looks_like_path` (``./x``, ``/x``, ``~/x``, ``a/b/c``,
+    ``runs/x`` with ``runs`` present) would otherwise be sent to the hub, which fails late.
+    """
+    from adaspec.data.sources import looks_like_path
+
+    path = os.path.expanduser(str(name_or_path))
+    if looks_like_path(str(name_or_path)) and not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{what} path {name_or_path!r} does not exist (looked for {os.path.abspath(path)}): "
+            "fix the path; a hub id has the form org/name"
+        )
+
+
+def _unreadable_safetensors(name_or_path: str) -> str | None:
+    """The first ``*.safetensors`` file of a local folder that safetensors cannot open."""
+    from safetensors import safe_open
+
+    if not os.path.isdir(name_or_path):
+        return None
+    for name in sorted(os.listdir(name_or_path)):
+        if name.endswith(".safetensors"):
+            path = os.path.join(name_or_path, name)
+            try:
+                with safe_open(path, framework="pt") as f:
+                    for key in f.keys():
+                        f.get_slice(key)
+            except Exception:
+                return path
+    return None
+
+
+def check_max_length(model: PreTrainedModel, max_length: int, name: str = "model") -> None:
+    """Refuse a ``data.max_length`` longer than the model's positions.
+
+    Raises:
+        ConfigError: Naming both numbers and the fix.
+    """
+    from adaspec.config import ConfigError
+
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ConfigError(
+            f"data.max_length={max_length} is longer than the {name} model's {positions} "
+            "positions (config.max_position_embeddings): lower data.max_length to at most "
+            f"{positions}, or use a model with more positions"
+        )
 
 
 def model_vocab_size(model: PreTrainedModel) -> int:

@@ -42,7 +42,13 @@ from adaspec.data import (
     use_chat_template,
 )
 from adaspec.eval.report import write_json
-from adaspec.modeling import check_same_vocabulary, load_model, load_tokenizer, train_bpe_tokenizer
+from adaspec.modeling import (
+    check_max_length,
+    check_same_vocabulary,
+    load_model,
+    load_tokenizer,
+    train_bpe_tokenizer,
+)
 from adaspec.pipeline_config import PipelineConfig
 from adaspec.pipeline_guard import (
     OutputLock,
@@ -260,6 +266,7 @@ class Pipeline:
         if spec.name_or_path is not None and Path(spec.name_or_path).is_dir():
             check_same_tokenizer(self.tokenizer, {spec.name_or_path: spec.name_or_path})
         model = build_or_load_model(spec, len(self.tokenizer), seed=seed)
+        check_max_length(model, self.config.data.max_length, folder.name)
         if optim is None:
             self._save(model, folder)
             return model

@@ -213,3 +213,14 @@ class PipelineConfig(ConfigBase):
     def validate(self) -> None:
         super().validate()
         check_choice("teacher_cache_kind", self.teacher_cache_kind, ("logits", "hidden"))
+        fresh = [("target.model", self.target.model)]
+        if self.draft_init.from_target_layers is None:  # else draft_model is not used
+            fresh.append(("draft_model", self.draft_model))
+        for name, spec in fresh:
+            positions = spec.max_position_embeddings
+            if spec.name_or_path is None and self.data.max_length > positions:
+                raise ConfigError(
+                    f"data.max_length={self.data.max_length} is longer than the {name} model's "
+                    f"{positions} positions ({name}.max_position_embeddings): lower "
+                    f"data.max_length or raise {name}.max_position_embeddings"
+                )

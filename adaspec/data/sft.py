@@ -161,6 +161,7 @@ def tokenize_examples(
     *,
     truncation_side: str = "right",
     chat_template: str | bool = "never",
+    allow_all_dropped: bool = False,
 ) -> tuple[list[dict[str, list[int]]], TruncationReport]:
     """Tokenize prompt/response pairs for training with the prompt masked out of the labels.
 
@@ -172,6 +173,8 @@ def tokenize_examples(
         chat_template: ``"never"`` (default), ``"auto"`` or ``"always"``: with the template, the
             prompt is the rendered user turn and assistant header and the response ends with the
             end-of-turn token instead of EOS (:mod:`adaspec.data.chat`); no BOS is added.
+        allow_all_dropped: Return no feature instead of raising when truncation drops every
+            example (for measurements that report the count; training needs examples).
 
     Returns:
         ``(features, report)``: one dict per kept example with ``input_ids``,
@@ -180,7 +183,8 @@ def tokenize_examples(
         and the :class:`TruncationReport`. A warning is logged when anything was truncated.
 
     Raises:
-        DataError: If the tokenizer has no EOS token, or an argument is out of range.
+        DataError: If the tokenizer has no EOS token, an argument is out of range, or every
+            example is dropped by truncation. Empty responses are counted in a warning.
 
     """
     if truncation_side not in ("right", "left"):
@@ -202,8 +206,9 @@ def tokenize_examples(
         prompts, responses, num_fallback = _plain_token_ids(tokenizer, examples)
 
     features: list[dict[str, list[int]]] = []
-    num_truncated = num_dropped = longest = num_tokens = 0
+    num_truncated = num_dropped = longest = num_tokens = num_empty = 0
     for p, r in zip(prompts, responses):
+        num_empty += not r
         r = r + end
         full_len = len(prefix) + len(p) + len(r)
         longest = max(longest, full_len)
@@ -231,8 +236,22 @@ def tokenize_examples(
         num_separately_tokenized=num_fallback,
         num_tokens=num_tokens,
     )
+    if examples and not features and not allow_all_dropped:
+        raise DataError(
+            f"all {len(examples)} examples were dropped: with max_length={max_length} and "
+            f"truncation_side={truncation_side!r} no response token is left (longest={longest} "
+            f"tokens); raise data.max_length (to {longest} to keep every example whole), or use "
+            "data.truncation_side='left' to cut prompts instead of responses"
+        )
     if num_truncated:
         logger.warning(report.summary())
+    if num_empty:
+        logger.warning(
+            "%d of %d examples have an empty response: they train on EOS alone; check the "
+            "response field (data.response_field) and the source",
+            num_empty,
+            len(examples),
+        )
     return features, report
 
 

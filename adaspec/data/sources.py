@@ -56,17 +56,50 @@ def default_subset(source: str) -> str | None:
     return entry[1] if entry else None
 
 
+def looks_like_path(name: str) -> bool:
+    """Tell whether ``name`` is meant as a local path rather than a hub id (``org/name``).
+
+    True for names starting with ``/``, ``./``, ``../`` or ``~``, names with more than one
+    separator (hub ids have at most one), and ``folder/name`` where ``folder`` exists here.
+    """
+    if name in (".", "..") or name.startswith(("/", "./", "../", "~", ".\\", "..\\")):
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and bool(parts[0]) and os.path.isdir(parts[0]))
+
+
 def is_local_source(source: str) -> bool:
-    """Tell whether ``source`` is an existing path or names a data file by its suffix."""
-    return os.path.exists(source) or source.endswith(FILE_SUFFIXES)
+    """Tell whether ``source`` is meant as a local path rather than a hub dataset name.
+
+    True when it exists, has a data suffix, or :func:`looks_like_path` (a mistyped path then
+    fails at once instead of going to the hub).
+    """
+    return os.path.exists(source) or source.endswith(FILE_SUFFIXES) or looks_like_path(source)
+
+
+def _decode(path: Path, data: bytes, lineno: int | None = None) -> str:
+    """UTF-8 text of ``data``; a :class:`DataError` naming the file, line and byte otherwise."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = lineno if lineno is not None else data.count(b"\n", 0, err.start) + 1
+        bad = data[err.start : err.start + 1].hex()
+        raise DataError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{bad} at offset {err.start}"
+            f"{' of the line' if lineno is not None else ''}): data files must be UTF-8; "
+            f"convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             if limit is not None and len(records) >= limit:
                 break
+            line = _decode(path, raw, lineno)
             if not line.strip():
                 continue
             try:
@@ -88,7 +121,7 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 def _read_json(path: Path, split: str | None) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_decode(path, path.read_bytes()))
     except json.JSONDecodeError as err:
         raise DataError(
             f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
@@ -198,8 +231,9 @@ def load_records(
         path = Path(source_str).expanduser()
         if not path.exists():
             raise DataError(
-                f"data file {source_str!r} does not exist; give an existing .jsonl, .json or "
-                ".parquet file, or a hub dataset name"
+                f"data file {source_str!r} does not exist (looked for {path.absolute()}); give an "
+                "existing .jsonl, .json or .parquet file or folder, or a hub dataset name "
+                "(org/name)"
             )
         if path.is_dir():
             path = _resolve_folder(path, split)

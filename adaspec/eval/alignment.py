@@ -53,6 +53,7 @@ def reference_alignment(
         max_length,
         truncation_side=truncation_side,
         chat_template=chat_template,
+        allow_all_dropped=True,
     )
     sums = {name: [0.0, 0.0] for name in drafts}
     count = 0

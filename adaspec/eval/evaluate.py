@@ -47,6 +47,7 @@ from adaspec.decoding import (
     chain,
 )
 from adaspec.eval.aggregate import DraftAccumulator, summary_rows
+from adaspec.eval.loading import check_finite_logits
 from adaspec.eval.metrics import canonical_task, mean_dicts, score
 from adaspec.eval.report import write_eval_outputs
 from adaspec.eval.token_acceptance import min_overlap, scored_logits
@@ -200,7 +201,8 @@ def evaluate_models(
         rows and, with ``keep_samples``, ``samples``.
 
     Raises:
-        ValueError: If a draft does not share the target's vocabulary, or there is no example.
+        ValueError: If a draft does not share the target's vocabulary, there is no example, or
+            a model gives non-finite logits (NaN weights).
 
     """
     from tqdm.auto import tqdm
@@ -229,8 +231,9 @@ def evaluate_models(
     target_tokens = 0
     target_seconds = 0.0
     samples: list[dict[str, Any]] = []
+    first = torch.tensor([build_prompt_ids(examples[0], tokenizer, chat)], device=device)
+    check_finite_logits({"target": target, **{f"draft {n!r}": d for n, d in drafts.items()}}, first)
     if warmup:
-        first = torch.tensor([build_prompt_ids(examples[0], tokenizer, chat)], device=device)
         autoregressive_generate(target, first, min(8, max_new_tokens), eos_list, sampling=greedy)
         for decoder in decoders.values():
             decoder.generate(first, min(8, max_new_tokens), eos_list)

@@ -1,20 +1,19 @@
 """MBPP execution: pull the code out of a generation and run it against the task's asserts.
 
-Generated code is never executed in this process: :func:`run_python_tests` starts a fresh,
-isolated ``python -I`` interpreter in a temporary directory, under a wall-clock limit, in its own
-process group, and on POSIX with address-space, CPU-time and file-size limits.
+Generated code is never executed in this process: :func:`run_python_tests` runs it in the
+sandbox of :mod:`adaspec.eval.sandbox` (no network, another uid, process/memory/CPU/file-size
+limits, own folder, clean environment, everything it started killed at the end; the module
+docstring there lists what remains). A pass needs exit status 0 and a random sentinel that the
+program prints after the asserts.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import subprocess
-import sys
-import tempfile
+import secrets
 from collections.abc import Sequence
-from typing import Any
+
+from adaspec.eval.sandbox import run_sandboxed
 
 # --------------------------------------------------------------------------------------------
 
@@ -61,86 +60,40 @@ def extract_code(generation: str) -> str:
     return "\n".join(kept).rstrip()
 
 
-def _limit_resources(memory_bytes: int | None, cpu_seconds: int) -> None:  # pragma: no cover
-    """Run in the child before exec: cap address space, CPU time and written file size."""
-    import resource
-
-    limits = [(resource.RLIMIT_CPU, cpu_seconds), (resource.RLIMIT_FSIZE, 64 * 2**20)]
-    if memory_bytes is not None and hasattr(resource, "RLIMIT_AS"):
-        limits.append((resource.RLIMIT_AS, memory_bytes))
-    for kind, value in limits:
-        try:
-            _, hard = resource.getrlimit(kind)
-            if hard != resource.RLIM_INFINITY:
-                value = min(value, hard)
-            resource.setrlimit(kind, (value, hard))
-        except (ValueError, OSError):
-            pass
-
-
 def run_python_tests(
-    program: str, timeout: float = 5.0, memory_bytes: int | None = 4 * 2**30
+    program: str,
+    timeout: float = 5.0,
+    memory_bytes: int | None = 4 * 2**30,
+    sentinel: str | None = None,
 ) -> tuple[bool, str]:
-    """Run a Python program in a fresh isolated interpreter; success means exit status 0.
+    """Run a Python program in the sandbox; success means exit status 0 (and the sentinel printed).
 
-    The program runs as ``python -I`` (no user site, no ``PYTHON*`` variables) in a fresh
-    temporary working directory, with stdin closed, in its own process group (killed as a whole
-    when the wall-clock limit passes), and on POSIX with ``RLIMIT_CPU``, ``RLIMIT_AS`` and
-    ``RLIMIT_FSIZE`` set. This limits accidents; it is not a security sandbox against hostile
-    code (run untrusted generations in a container).
+    The program runs through :func:`adaspec.eval.sandbox.run_sandboxed`: no network, another
+    uid, a process limit, memory/CPU/file-size limits, its own folder, a clean environment, and
+    everything it started killed when it ends or at the timeout (see that module for what
+    remains).
 
     Args:
         program: Python source.
         timeout: Wall-clock limit in seconds.
-        memory_bytes: Address-space limit of the child (``None``: no limit).
+        memory_bytes: Address-space limit per process (``None``: no limit).
+        sentinel: When given, the run passes only if this line appears on stdout (the program
+            prints it as its last statement, so an early ``sys.exit(0)`` does not pass).
 
     Returns:
-        ``(passed, detail)``: ``detail`` is ``"passed"``, ``"timeout"`` or the end of stderr.
+        ``(passed, detail)``: ``detail`` is ``"passed"``, ``"timeout"``, ``"no sentinel: exited
+        early"`` or the end of stderr.
 
     """
-    posix = os.name == "posix"
-    with tempfile.TemporaryDirectory(prefix="adaspec_exec_") as tmp:
-        path = os.path.join(tmp, "candidate.py")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(program)
-        kwargs: dict[str, Any] = {}
-        if posix:
-            cpu = max(1, math.ceil(timeout)) + 1
-            kwargs["preexec_fn"] = lambda: _limit_resources(memory_bytes, cpu)
-            kwargs["start_new_session"] = True
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "LANG": "C.UTF-8"}
-        proc = subprocess.Popen(
-            [sys.executable, "-I", path],
-            cwd=tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            **kwargs,
-        )
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc, posix)
-            return False, "timeout"
-        finally:
-            if proc.poll() is None:
-                _kill(proc, posix)
-        if proc.returncode == 0:
+    result = run_sandboxed(program, timeout=timeout, memory_bytes=memory_bytes)
+    if result.timed_out:
+        return False, "timeout"
+    if result.returncode == 0:
+        if sentinel is None or sentinel.encode() in result.stdout.splitlines():
             return True, "passed"
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
-        return False, tail[0] if tail else f"exit status {proc.returncode}"
-
-
-def _kill(proc: subprocess.Popen, posix: bool) -> None:
-    try:
-        if posix:
-            os.killpg(proc.pid, 9)
-        else:  # pragma: no cover
-            proc.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+        return False, "no sentinel: exited early"
+    tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+    return False, tail[0] if tail else f"exit status {result.returncode}"
 
 
 def mbpp_pass_at_1(
@@ -160,7 +113,9 @@ def mbpp_pass_at_1(
         memory_bytes: Address-space limit of the subprocess.
 
     Returns:
-        ``True`` if the program exits cleanly within the limits.
+        ``True`` if the program prints a random sentinel placed after the asserts and exits
+        with status 0 within the limits: ``sys.exit(0)`` or ``os._exit(0)`` before the asserts
+        fails.
 
     """
     if isinstance(test_list, str):
@@ -170,5 +125,10 @@ def mbpp_pass_at_1(
             "mbpp_pass_at_1 got an empty test_list: pass the task's 'test_list' asserts, "
             "a program with no test cannot pass or fail"
         )
-    program = "\n\n".join([test_setup_code or "", code, "\n".join(test_list), ""])
-    return run_python_tests(program, timeout=timeout, memory_bytes=memory_bytes)[0]
+    sentinel = f"adaspec-mbpp-passed-{secrets.token_hex(16)}"
+    # os.write, not print: a candidate that replaced sys.stdout still reports its pass.
+    last = f"__import__('os').write(1, b'\\n{sentinel}\\n')"
+    program = "\n\n".join([test_setup_code or "", code, "\n".join(test_list), last, ""])
+    return run_python_tests(program, timeout=timeout, memory_bytes=memory_bytes, sentinel=sentinel)[
+        0
+    ]

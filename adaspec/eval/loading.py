@@ -91,3 +91,31 @@ def _default_dtype(dtype: str, device: torch.device) -> str:
     if dtype == "auto" and device.type == "cpu":
         return "float32"
     return dtype
+
+
+@torch.no_grad()
+def check_finite_logits(models: dict[str, Any], input_ids: torch.Tensor) -> None:
+    """Refuse models whose logits on ``input_ids`` hold NaN or inf (corrupted or diverged).
+
+    Without this check such a model is evaluated as α = 0 without a word.
+
+    Args:
+        models: Name -> causal LM (``"target"``, ``"draft 'adaspec'"``...).
+        input_ids: ``[1, T]`` prompt ids (moved to each model's device).
+
+    Raises:
+        ValueError: Naming the model and how many of its weights are non-finite.
+    """
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        logits = model(input_ids=input_ids.to(device)).logits
+        if torch.isfinite(logits).all():
+            continue
+        params = list(model.parameters())
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in params)
+        total = sum(p.numel() for p in params)
+        raise ValueError(
+            f"{name} gives non-finite logits (NaN or inf) on the first prompt; {bad} of {total} "
+            "weights are non-finite: the checkpoint is corrupted or its training diverged (check "
+            "its loss curve); retrain it or load another checkpoint"
+        )

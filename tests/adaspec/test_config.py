@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
@@ -62,5 +63,90 @@ def test_config_yaml_scientific_notation_is_a_float(tmp_path):
 
 
 def test_config_non_number_named(tmp_path):
-    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+    with pytest.raises(ConfigError, match="lr must be a number.*, got 'fast'"):
         Numbers.from_dict({"lr": "fast"})
+
+
+# ---- type checks of every field (issue 14, item 6) ------------------------------------------
+
+
+@dataclass
+class Typed(ConfigBase):
+    flag: bool = cfg_field(False, help="a bool")
+    count: int = cfg_field(1, help="an int")
+    ratio: float = cfg_field(0.5, help="a float")
+    maybe_ratio: float | None = cfg_field(None, help="an optional float")
+    names: list[str] = cfg_field(["a"], help="a list of strings")
+    sizes: tuple[int, ...] = cfg_field((1, 2), help="a tuple of ints")
+    mode: Literal["fast", "slow"] = cfg_field("fast", help="a literal")
+    table: dict[str, str] = cfg_field({}, help="a mapping")
+    inner: Inner = cfg_field(Inner, help="a section")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("flag", "maybe", "true or false"),
+        ("flag", 1, "true or false"),
+        ("count", 1.5, "a whole number"),
+        ("count", True, "a whole number"),
+        ("count", [1], "a whole number"),
+        ("ratio", [0.4], "a number"),
+        ("ratio", None, "a number"),
+        ("ratio", True, "a number"),
+        ("maybe_ratio", "x", "a number (float) or null"),
+        ("names", "abc", "a list"),
+        ("names", [1], "names[0] must be a string, got 1"),
+        ("sizes", "12", "a list"),
+        ("mode", "medium", "one of"),
+        ("table", ["a"], "a mapping"),
+        ("table", {"a": 1}, "table['a'] must be a string, got 1"),
+        ("inner", 5, "a section"),
+    ],
+)
+def test_config_wrong_type_names_field_value_and_type(key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        Typed.from_dict({key: value})
+    message = str(err.value)
+    assert message.startswith(key) and expected in message, message
+    assert repr(value) in message or expected.endswith("got 1"), message
+
+
+def test_config_right_types_accepted():
+    cfg = Typed.from_dict(
+        {"flag": True, "count": 2.0, "ratio": 1, "maybe_ratio": None, "names": ["x", "y"]}
+    )
+    assert cfg.count == 2 and isinstance(cfg.count, int) and cfg.ratio == 1.0
+    assert Typed.from_dict({"sizes": [3, 4], "mode": "slow", "table": {"a": "b"}}).sizes == [3, 4]
+
+
+def test_config_wrong_type_nested_path_named():
+    with pytest.raises(ConfigError, match=r"^inner\.k must be a number.*got \[0\.4\]"):
+        Typed.from_dict({"inner": {"k": [0.4]}})
+
+
+def test_config_wrong_type_checked_on_direct_construction():
+    with pytest.raises(ConfigError, match="count must be a whole number"):
+        Typed(count="3")
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("draft.loss.k=[0.4]", r"draft\.loss\.k must be a number.*\[0\.4\]"),
+        ("draft.loss.k=null", r"draft\.loss\.k must be a number.*None"),
+        ("draft.budget.modes=equal_steps", r"draft\.budget\.modes must be a list.*'equal_steps'"),
+        ("teacher_cache=maybe", r"teacher_cache must be true or false.*'maybe'"),
+        (
+            "reference.optim.per_device_batch_size=1.5",
+            r"reference\.optim\.per_device_batch_size must be a whole number.*1\.5",
+        ),
+    ],
+)
+def test_pipeline_config_issue_cases_refused(tmp_path, override, pattern):
+    from adaspec.pipeline_config import PipelineConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 0\n")
+    with pytest.raises(ConfigError, match=pattern):
+        PipelineConfig.from_yaml(path, overrides=[override])

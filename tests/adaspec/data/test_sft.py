@@ -160,3 +160,17 @@ def test_to_hf_dataset_roundtrip(tiny_tokenizer):
     ds = to_hf_dataset(features)
     assert len(ds) == 3 and ds[1]["labels"] == features[1]["labels"]
     assert len(to_hf_dataset([])) == 0
+
+
+def test_tokenize_examples_every_example_dropped_is_an_error(tiny_tokenizer):
+    long = [Example("what is " * 20, "seven", {}) for _ in range(3)]
+    with pytest.raises(DataError, match=r"all 3 examples.*max_length=8.*longest=\d+.*max_length"):
+        tokenize_examples(long, tiny_tokenizer, max_length=8)
+
+
+def test_tokenize_examples_empty_responses_warned_with_count(tiny_tokenizer, caplog):
+    examples = [EXAMPLES[0], Example("a prompt\n", "", {}), Example("another\n", "", {})]
+    with caplog.at_level(logging.WARNING, logger="adaspec.data.sft"):
+        features, _ = tokenize_examples(examples, tiny_tokenizer, max_length=64)
+    assert len(features) == 3
+    assert "2 of 3 examples have an empty response" in caplog.text

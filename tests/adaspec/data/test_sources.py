@@ -126,3 +126,38 @@ def test_hub_name_mapping():
     assert task_for_source("mbpp") == "mbpp"
     assert task_for_source("someone/else") is None
     assert default_subset("gsm8k") == "main" and default_subset("cnn_dailymail") == "3.0.0"
+
+
+def test_load_records_non_utf8_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"a": "ok"}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=rf"{path} line 2: not UTF-8 text.*byte 0xe9"):
+        load_records(path)
+
+
+def test_load_records_non_utf8_json_names_file_and_line(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_bytes(b'[\n{"a": "ok"},\n{"a": "caf\xe9"}\n]\n')
+    with pytest.raises(DataError, match=rf"{path} line 3: not UTF-8 text"):
+        load_records(path)
+
+
+@pytest.mark.parametrize(
+    "source", ["./no-such-folder", "/no/such/folder", "~/no-such-dir", "a/b/c"]
+)
+def test_load_records_mistyped_local_path_does_not_go_to_the_hub(monkeypatch, source):
+    import datasets
+
+    def hub(*args, **kwargs):
+        raise AssertionError("went to the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    with pytest.raises(DataError, match="does not exist"):
+        load_records(source)
+
+
+def test_load_records_relative_path_under_existing_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="'data/trian' does not exist"):
+        load_records("data/trian")

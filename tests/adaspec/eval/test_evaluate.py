@@ -5,7 +5,7 @@ import torch
 from helpers import make_tiny_model
 
 from adaspec.config import ConfigError
-from adaspec.data import Example, build_prompt_ids
+from adaspec.data import DataConfig, Example, build_prompt_ids
 from adaspec.decoding import acceptance_counts, autoregressive_generate, chain_rounds
 from adaspec.eval.evaluate import EvalConfig, evaluate_models, resolve_device, run_eval
 
@@ -150,7 +150,7 @@ def test_eval_config_errors():
     with pytest.raises(ConfigError, match="unknown config key"):
         EvalConfig.from_dict({"gama": 4})
     with pytest.raises(ConfigError, match="not both"):
-        EvalConfig(data={"task": "gsm8k"}, source="x.jsonl")  # type: ignore[arg-type]
+        EvalConfig(data=DataConfig(task="gsm8k"), source="x.jsonl")
     with pytest.raises(ConfigError, match="no prompt set"):
         run_eval(EvalConfig(target="t", drafts={"d": "d"}))
 
@@ -159,3 +159,16 @@ def test_resolve_device_auto():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("which", ["target", "draft"])
+def test_evaluate_models_nan_weights_refused(tiny_tokenizer, which):
+    target, same, _ = models(tiny_tokenizer)
+    broken = target if which == "target" else same
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ValueError, match=rf"{which}.*non-finite"):
+        evaluate_models(
+            target, {"draft": same}, tiny_tokenizer, EXAMPLES, max_new_tokens=4, progress=False
+        )

@@ -35,8 +35,35 @@ def test_mbpp_pass_at_1_uses_setup_code():
 
 def test_mbpp_pass_at_1_runs_out_of_process(tmp_path):
     marker = "import os\nos._exit(0)\n"
-    # os._exit in-process would kill pytest; in a subprocess it just ends the run cleanly
-    assert mbpp_pass_at_1(marker + "def add(a, b):\n    return 0\n", TESTS) is True
+    # os._exit in-process would kill pytest; in a subprocess it ends the run before the asserts
+    assert mbpp_pass_at_1(marker + "def add(a, b):\n    return 0\n", TESTS) is False
+
+
+@pytest.mark.parametrize(
+    "escape",
+    ["import sys\nsys.exit(0)", "exit()", "quit()", "raise SystemExit", "import os\nos._exit(0)"],
+)
+def test_mbpp_pass_at_1_exit_before_asserts_fails(escape):
+    code = "def add(a, b):\n    return 0\n" + escape + "\n"
+    assert mbpp_pass_at_1(code, TESTS) is False
+
+
+def test_mbpp_pass_at_1_sentinel_survives_redirected_stdout():
+    code = "import io, sys\nsys.stdout = io.StringIO()\ndef add(a, b):\n    return a + b\n"
+    assert mbpp_pass_at_1(code, TESTS) is True
+
+
+def test_mbpp_pass_at_1_needs_exit_status_zero():
+    code = "import atexit, os\natexit.register(os._exit, 3)\ndef add(a, b):\n    return a + b\n"
+    assert mbpp_pass_at_1(code, TESTS) is False
+
+
+def test_run_python_tests_sentinel_required():
+    assert run_python_tests("print('other')", sentinel="S3NT") == (
+        False,
+        "no sentinel: exited early",
+    )
+    assert run_python_tests("print('S3NT')", sentinel="S3NT") == (True, "passed")
 
 
 def test_mbpp_pass_at_1_rejects_empty_tests():
