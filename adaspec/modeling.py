@@ -23,6 +23,8 @@ from transformers import (
     Qwen2Config,
 )
 
+from adaspec._base.models import model_vocab_size
+
 FAMILIES = ("gpt_neox", "llama", "qwen2")
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
@@ -171,14 +173,6 @@ def load_model(
     if dtype is not None:
         kwargs["dtype"] = dtype
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-
-
-def model_vocab_size(model: PreTrainedModel) -> int:
-    """Rows of the model's output embedding (may exceed the tokenizer's size when padded)."""
-    out = model.get_output_embeddings()
-    if out is not None:
-        return int(out.weight.shape[0])
-    return int(model.config.vocab_size)
 
 
 def check_same_vocabulary(

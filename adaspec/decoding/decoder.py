@@ -26,12 +26,12 @@ from collections.abc import Sequence
 
 import torch
 
+from adaspec._base.models import model_vocab_size
 from adaspec.decoding.cache import causal_allowed, forward, keep_positions, model_device, new_cache
 from adaspec.decoding.drafter import Drafter, TargetFeatures
 from adaspec.decoding.sampling import GREEDY, SamplingConfig, logits_to_probs, sample
 from adaspec.decoding.tree import TreePolicy, chain, tree_from_spec
 from adaspec.decoding.verify import greedy_verify, sampling_verify
-from adaspec.modeling import model_vocab_size
 
 
 @dataclasses.dataclass

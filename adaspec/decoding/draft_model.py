@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from adaspec._base.models import model_vocab_size
 from adaspec.decoding.cache import (
     causal_allowed,
     crop_cache,
@@ -28,7 +29,6 @@ from adaspec.decoding.cache import (
 from adaspec.decoding.drafter import Drafter, TargetFeatures
 from adaspec.decoding.sampling import SamplingConfig, logits_to_probs, sample_without_replacement
 from adaspec.decoding.tree import DraftTree, DynamicTree, StaticTree, TreePolicy
-from adaspec.modeling import model_vocab_size
 
 
 class DraftModelDrafter(Drafter):
