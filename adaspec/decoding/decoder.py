@@ -13,8 +13,7 @@ One step of :class:`SpeculativeDecoder`:
 
 Steps 1-4 (less the cut) are :func:`adaspec.decoding.step.speculative_step`, a function of its
 inputs (as gpt-fast's ``speculative_decode``); :meth:`SpeculativeDecoder.generate` is the loop
-around it.
-Timing is opt-in (``generate(..., timing=True)``): only then is the accelerator synchronized
+around it. Timing is opt-in (``generate(..., timing=True)``): only then is the accelerator synchronized
 around each phase to fill the per-step seconds; otherwise they are 0 and a step performs only the
 host reads it needs (the verification result and the EOS check).
 
