@@ -24,6 +24,8 @@ from transformers import (
     Qwen2Config,
 )
 
+from adaspec._base.models import model_vocab_size
+
 FAMILIES = ("gpt_neox", "llama", "qwen2")
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
@@ -249,14 +251,6 @@ def check_max_length(model: PreTrainedModel, max_length: int, name: str = "model
             "positions (config.max_position_embeddings): lower data.max_length to at most "
             f"{positions}, or use a model with more positions"
         )
-
-
-def model_vocab_size(model: PreTrainedModel) -> int:
-    """Rows of the model's output embedding (may exceed the tokenizer's size when padded)."""
-    out = model.get_output_embeddings()
-    if out is not None:
-        return int(out.weight.shape[0])
-    return int(model.config.vocab_size)
 
 
 def check_same_vocabulary(

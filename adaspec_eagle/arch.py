@@ -3,7 +3,9 @@
 EAGLE heads are built from the *target's* config with the classes transformers itself ships for
 that family (``LlamaDecoderLayer``/``LlamaRMSNorm``, ``Qwen2DecoderLayer``, ``GPTNeoXLayer``, ...),
 so no modeling file is forked and a transformers upgrade is picked up as is. Everything
-family-specific (class names, the attention attribute, the cache keyword) lives in this module.
+family-specific (class names, the attention attribute) lives in this module; the cache keyword
+(``cache`` in recent 5.x, ``past_key_values`` before, ``layer_past`` in GPT-NeoX layers) is read
+from the installed classes' signatures (:func:`adaspec.decoding.cache.cache_keyword`).
 
 Position embeddings are computed by the family's rotary module and passed to the layer, as the
 stock models do since transformers 4.48.
@@ -18,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from adaspec.decoding.cache import cache_keyword
 
 # model_type -> (module suffix, class-name prefix); families with Llama's layer layout.
 _LLAMA_LIKE = {
@@ -39,7 +43,11 @@ class Family:
     rotary_cls: type
     attn_attr: str  # "self_attn" or "attention"
     qkv_attrs: tuple[str, ...]  # projections whose in_features see the layer input
-    cache_kw: str  # keyword the layer / attention takes the cache under
+
+    @property
+    def cache_kw(self) -> str:
+        """Keyword the layer takes its cache under in the installed transformers."""
+        return cache_keyword(self.layer_cls.forward)
 
     @property
     def llama_like(self) -> bool:
@@ -64,7 +72,6 @@ def family_of(config: Any) -> Family:
             mod.GPTNeoXRotaryEmbedding,
             "attention",
             ("query_key_value",),
-            "layer_past",
         )
     if model_type in _LLAMA_LIKE:
         suffix, prefix = _LLAMA_LIKE[model_type]
@@ -76,7 +83,6 @@ def family_of(config: Any) -> Family:
             getattr(mod, f"{prefix}RotaryEmbedding"),
             "self_attn",
             ("q_proj", "k_proj", "v_proj"),
-            "past_key_values",
         )
     raise ValueError(
         f"target model_type={model_type!r} is not supported by EAGLE heads; supported: "
@@ -156,7 +162,7 @@ def call_attention(
         x,
         position_embeddings=position_embeddings,
         attention_mask=attention_mask,
-        **{family.cache_kw: cache},
+        **{cache_keyword(type(attn).forward): cache},
     )
     return out[0] if isinstance(out, tuple) else out
 

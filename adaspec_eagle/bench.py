@@ -137,7 +137,9 @@ class _Runner:
         self._sync()
         start = time.perf_counter()
         if method.kind == "speculative":
-            result = self.decoder(method).generate(ids, max_new_tokens=n, eos_token_id=self.eos)
+            result = self.decoder(method).generate(
+                ids, max_new_tokens=n, eos_token_id=self.eos, timing=True
+            )
             self._sync()
             seconds = time.perf_counter() - start
             return {

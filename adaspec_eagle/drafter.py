@@ -13,7 +13,9 @@ entries are dropped and the accepted tokens are fed again with the target's *rea
 EAGLE does), which keeps the head's cache exactly in step with the committed sequence.
 
 The level-by-level tree construction (top-k / sampled children, EAGLE-2 dynamic re-ranking) is
-shared with :class:`adaspec.decoding.DraftModelDrafter`; only the per-level forward differs.
+the pure growers of :mod:`adaspec.decoding.growth`, shared with
+:class:`adaspec.decoding.DraftModelDrafter`; this drafter only supplies the per-level head forward
+(:meth:`EagleDrafter._expand`).
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from adaspec.decoding.cache import (
     crop_cache,
     new_cache,
 )
-from adaspec.decoding.draft_model import DraftModelDrafter
-from adaspec.decoding.drafter import TargetFeatures
+from adaspec.decoding.drafter import Drafter, TargetFeatures
+from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
 from adaspec.decoding.sampling import SamplingConfig
 from adaspec.decoding.tree import DraftTree, DynamicTree, StaticTree, TreePolicy
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
 
 
-class EagleDrafter(DraftModelDrafter):
+class EagleDrafter(Drafter):
     """Drafts with an EAGLE-1/2 or EAGLE-3 head conditioned on the target's hidden states.
 
     Args:
@@ -54,8 +56,7 @@ class EagleDrafter(DraftModelDrafter):
         self._committed = 0
         self._root_logits: torch.Tensor | None = None
         self._root_out: torch.Tensor | None = None
-        self._node_out: torch.Tensor | None = None
-        self._slots = None
+        self._tree_out: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ head passes
     def _dtype(self) -> torch.dtype:
@@ -99,7 +100,6 @@ class EagleDrafter(DraftModelDrafter):
         self._cache = new_cache()
         self._entries = 0
         self._committed = input_ids.shape[1]
-        self._slots = None
         device = self.head.fc.weight.device
         if features is None or features.length == 0:
             # One-token prompt: no target feature precedes the root; draft from a zero feature
@@ -130,13 +130,14 @@ class EagleDrafter(DraftModelDrafter):
         if self._root_logits is None:
             raise RuntimeError("call prefill() before propose()")
         crop_cache(self._cache, self._entries)
-        self._node_out = None
+        self._tree_out = []
         if isinstance(policy, StaticTree):
-            tree, self._slots = self._static(policy, self._root_logits, sampling, generator)
+            grow = grow_static
         elif isinstance(policy, DynamicTree):
-            tree, self._slots = self._dynamic(policy, self._root_logits, sampling, generator)
+            grow = grow_dynamic
         else:
             raise TypeError(f"unsupported tree policy {policy!r}; use StaticTree or DynamicTree")
+        tree, _ = grow(policy, self._root_logits, self._expand, sampling, generator)
         return tree
 
     @torch.no_grad()
@@ -156,24 +157,17 @@ class EagleDrafter(DraftModelDrafter):
         device = self.head.fc.weight.device
         self._feed_committed(self._features(features), new_tokens.to(device))
         self._committed += new_tokens.shape[1]
-        self._slots = None
 
     # ------------------------------------------------------------------ tree levels
-    def _expand(self, nodes, tokens, depths, anc, fed, slots) -> torch.Tensor:
-        """Feed tree ``nodes`` (one level) to the head; returns their logits [k, V]."""
-        if self._node_out is None:
-            self._node_out = self._root_out.new_zeros(tokens.shape[0], self._root_out.shape[-1])
-        # parent = the ancestor one level up (the root for depth-1 nodes)
-        up = anc[nodes] & (depths[None, :] == (depths[nodes] - 1)[:, None])
-        has_parent = up.any(1)
-        parent = up.float().argmax(1)
-        feats = torch.where(has_parent[:, None], self._node_out[parent], self._root_out[None])
-        fed_all = torch.cat(fed + [nodes])
-        allowed = anc[nodes][:, fed_all]
-        pos = (self._committed - 2 + depths[nodes])[None]
-        start = fed_all.shape[0] - nodes.shape[0]
-        slots[nodes] = torch.arange(start, fed_all.shape[0], device=nodes.device)
-        fed.append(nodes)
-        out, logits = self._run(feats[None], tokens[nodes][None], allowed, pos)
-        self._node_out[nodes] = out
+    def _expand(self, level: Expansion) -> torch.Tensor:
+        """Feed one tree level to the head; returns its logits ``[k, V]``.
+
+        Each node's feature is the head's own output at its parent (the root's output for
+        children of the root); outputs are kept in feeding order, so a parent's slot indexes them.
+        """
+        fed = torch.cat([self._root_out[None], *self._tree_out])  # row 0: root, row s + 1: slot s
+        feats = fed[level.parent_slots + 1]
+        pos = (self._committed - 2 + level.depths)[None]
+        out, logits = self._run(feats[None], level.tokens[None], level.allowed, pos)
+        self._tree_out.append(out)
         return logits

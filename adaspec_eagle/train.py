@@ -10,7 +10,6 @@ Each run writes Trainer checkpoints (resumable: a rerun continues from the last 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -219,8 +218,6 @@ def _train_one(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:  # transformers 4.x
-        kwargs["warmup_ratio"], kwargs["warmup_steps"] = kwargs.pop("warmup_steps"), 0
     args = TrainingArguments(**kwargs)
     pad = target.config.pad_token_id if target.config.pad_token_id is not None else 0
     trainer = EagleTrainer(

@@ -8,8 +8,10 @@ from adaspec.decoding.decoder import (
 )
 from adaspec.decoding.draft_model import DraftModelDrafter
 from adaspec.decoding.drafter import Drafter, TargetFeatures
+from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
 from adaspec.decoding.sampling import SamplingConfig, logits_to_probs
 from adaspec.decoding.stats import acceptance_counts, chain_rounds
+from adaspec.decoding.step import StepOutcome, speculative_step
 from adaspec.decoding.tree import (
     MC_SIM_7B_63,
     TREE_PRESETS,
@@ -31,9 +33,11 @@ __all__ = [
     "DraftTree",
     "Drafter",
     "DynamicTree",
+    "Expansion",
     "SamplingConfig",
     "SpeculativeDecoder",
     "StaticTree",
+    "StepOutcome",
     "StepRecord",
     "TargetFeatures",
     "TreeBuffers",
@@ -44,7 +48,10 @@ __all__ = [
     "chain",
     "chain_rounds",
     "greedy_verify",
+    "grow_dynamic",
+    "grow_static",
     "logits_to_probs",
     "sampling_verify",
+    "speculative_step",
     "tree_from_spec",
 ]

@@ -13,6 +13,10 @@ those slots on the sequence dimension of every layer's keys/values (``[batch, he
 and truncates the rest. A ``DynamicLayer`` stores ``keys``/``values`` as plain tensors and derives
 its length from ``keys.shape[-2]``, so writing the tensors is all a commit takes.
 
+The cache is handed to the model under the keyword its ``forward`` declares: ``cache`` in
+recent transformers 5.x (where ``past_key_values`` is a deprecated alias, removed in 5.40),
+``past_key_values`` in older 5.x releases (:func:`cache_keyword`, looked up once per class).
+
 Sliding-window layers (Mistral-style ``DynamicSlidingWindowLayer``) are not supported: the cache
 is always created without the model config, so every layer is a full ``DynamicLayer``, which is
 exact for sequences shorter than the window.
@@ -20,8 +24,14 @@ exact for sequences shorter than the window.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+
 import torch
 from transformers import DynamicCache
+
+_CACHE_KEYWORDS = ("cache", "past_key_values", "layer_past")
 
 
 def new_cache() -> DynamicCache:
@@ -29,13 +39,23 @@ def new_cache() -> DynamicCache:
     return DynamicCache()
 
 
-def _layer_tensors(cache) -> list[tuple[object, str, str]]:
-    """(holder, key attribute, value attribute) per layer, for 5.x ``layers`` and 4.x lists."""
-    if hasattr(cache, "layers"):
-        return [(layer, "keys", "values") for layer in cache.layers]
+@functools.cache
+def cache_keyword(forward_fn: Callable) -> str:
+    """The keyword a model's / layer's ``forward`` takes its KV cache under.
+
+    ``cache`` where the installed transformers has it, else the older ``past_key_values`` (or
+    GPT-NeoX layers' ``layer_past``). Cached per function, so the signature is read once.
+
+    Raises:
+        TypeError: If the function takes none of them.
+    """
+    params = inspect.signature(forward_fn).parameters
+    for name in _CACHE_KEYWORDS:
+        if name in params:
+            return name
     raise TypeError(
-        f"unsupported cache type {type(cache).__name__}: speculative decoding needs a "
-        "DynamicCache with per-layer keys/values (transformers >= 4.56)"
+        f"{getattr(forward_fn, '__qualname__', forward_fn)} takes no KV cache argument "
+        f"(looked for {_CACHE_KEYWORDS}); speculative decoding needs a model with a KV cache"
     )
 
 
@@ -51,12 +71,11 @@ def crop_cache(cache, length: int) -> None:
         cache: A :class:`DynamicCache`.
         length: Positions to keep.
     """
-    for layer, k_attr, v_attr in _layer_tensors(cache):
-        keys = getattr(layer, k_attr, None)
+    for layer in cache.layers:
+        keys = layer.keys
         if keys is None or keys.numel() == 0 or keys.shape[-2] <= length:
             continue
-        setattr(layer, k_attr, keys[..., :length, :])
-        setattr(layer, v_attr, getattr(layer, v_attr)[..., :length, :])
+        layer.keys, layer.values = keys[..., :length, :], layer.values[..., :length, :]
 
 
 def keep_positions(cache, start: int, indices: torch.Tensor) -> None:
@@ -72,17 +91,15 @@ def keep_positions(cache, start: int, indices: torch.Tensor) -> None:
         indices: LongTensor ``[m]`` of slot offsets relative to ``start``.
     """
     m = int(indices.shape[0])
-    for layer, k_attr, v_attr in _layer_tensors(cache):
-        keys = getattr(layer, k_attr, None)
+    for layer in cache.layers:
+        keys, values = layer.keys, layer.values
         if keys is None or keys.numel() == 0:
             continue
-        values = getattr(layer, v_attr)
         idx = indices.to(keys.device) + start
         # The right-hand side is gathered into a new tensor first, so the write cannot alias.
         keys[..., start : start + m, :] = keys.index_select(-2, idx)
         values[..., start : start + m, :] = values.index_select(-2, idx)
-        setattr(layer, k_attr, keys[..., : start + m, :])
-        setattr(layer, v_attr, values[..., : start + m, :])
+        layer.keys, layer.values = keys[..., : start + m, :], values[..., : start + m, :]
 
 
 def additive_mask(
@@ -156,7 +173,7 @@ def forward(
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=True,
+        **{cache_keyword(type(model).forward): cache},
         output_hidden_states=output_hidden_states,
     )

@@ -11,6 +11,12 @@ One step of :class:`SpeculativeDecoder`:
 4. the target cache keeps the root and the accepted nodes by index (the rest is cropped), the
    new tokens are cut at EOS / ``max_new_tokens`` and handed to ``drafter.commit``.
 
+Steps 1-4 (less the cut) are :func:`adaspec.decoding.step.speculative_step`, a function of its
+inputs (as gpt-fast's ``speculative_decode``); :meth:`SpeculativeDecoder.generate` is the loop
+around it. Timing is opt-in (``generate(..., timing=True)``): only then is the accelerator synchronized
+around each phase to fill the per-step seconds; otherwise they are 0 and a step performs only the
+host reads it needs (the verification result and the EOS check).
+
 Batch size. Only one sequence at a time is supported: ``generate`` raises ``ValueError`` for
 ``input_ids`` with more than one row. Batches would need ragged acceptance (each row accepts a
 different number of tokens per step), so per-row cache lengths and KV compaction, left-padded
@@ -26,12 +32,12 @@ from collections.abc import Sequence
 
 import torch
 
-from adaspec.decoding.cache import causal_allowed, forward, keep_positions, model_device, new_cache
+from adaspec._base.models import model_vocab_size
+from adaspec.decoding.cache import causal_allowed, forward, model_device, new_cache
 from adaspec.decoding.drafter import Drafter, TargetFeatures
 from adaspec.decoding.sampling import GREEDY, SamplingConfig, logits_to_probs, sample
+from adaspec.decoding.step import speculative_step
 from adaspec.decoding.tree import TreePolicy, chain, tree_from_spec
-from adaspec.decoding.verify import greedy_verify, sampling_verify
-from adaspec.modeling import model_vocab_size
 
 
 @dataclasses.dataclass
@@ -47,9 +53,10 @@ class StepRecord:
         rejected_depth: Depth of the first rejected drafted position (``accepted + 1``), or None
             when the accepted path reached a leaf.
         stopped: ``"eos"``, ``"max_new_tokens"`` or None.
-        draft_s: Seconds in the drafter (its forwards and tree building).
-        verify_s: Seconds in the target forward.
-        overhead_s: The rest of the step (verification rule, cache commit, bookkeeping).
+        draft_s: Seconds in the drafter (its forwards and tree building); 0 unless timed.
+        verify_s: Seconds in the target forward; 0 unless timed.
+        overhead_s: The rest of the step (verification rule, cache commit, bookkeeping); 0
+            unless timed.
     """
 
     proposed_depth: int
@@ -77,8 +84,8 @@ class DecodeResult:
         new_tokens: LongTensor ``[1, N]``.
         steps: One :class:`StepRecord` per target forward after the prefill.
         stopped: Why generation ended (``"eos"``, ``"max_new_tokens"``).
-        prefill_s: Seconds of the prompt forwards (target and drafter).
-        total_s: Wall time of the whole call.
+        prefill_s: Seconds of the prompt forwards (target and drafter); 0 unless timed.
+        total_s: Wall time of the whole call (the device is synchronized once, at the end).
     """
 
     sequences: torch.Tensor
@@ -132,19 +139,28 @@ def _cut(new: torch.Tensor, eos: torch.Tensor | None, room: int) -> tuple[int, s
     return keep, stopped
 
 
-class _Timer:
-    """Wall-clock sections, synchronizing the accelerator so GPU work is attributed correctly."""
+class _Clock:
+    """Phase laps; synchronizes the accelerator at each lap only when timing was asked for."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.enabled = enabled
         self.cuda = device.type == "cuda"
         self.t = time.perf_counter()
 
     def lap(self) -> float:
+        if not self.enabled:
+            return 0.0
         if self.cuda:
             torch.cuda.synchronize()
         now = time.perf_counter()
         dt, self.t = now - self.t, now
         return dt
+
+    def finish(self, start: float) -> float:
+        """Wall seconds since ``start``, after the device has finished its queued work."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
 
 
 class SpeculativeDecoder:
@@ -185,6 +201,8 @@ class SpeculativeDecoder:
         max_new_tokens: int = 128,
         eos_token_id: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        *,
+        timing: bool = False,
     ) -> DecodeResult:
         """Generate up to ``max_new_tokens`` tokens after ``input_ids``.
 
@@ -193,6 +211,8 @@ class SpeculativeDecoder:
             max_new_tokens: Exact cap on generated tokens.
             eos_token_id: Id or ids that end generation (included in the output); None: none.
             generator: Random stream for sampling (unused when greedy).
+            timing: Fill the per-phase seconds of each step and ``prefill_s`` (synchronizes
+                the accelerator around every phase, which slows decoding down a little).
 
         Returns:
             The :class:`DecodeResult`.
@@ -205,7 +225,7 @@ class SpeculativeDecoder:
         input_ids = input_ids.to(device)
         eos = _eos_tensor(eos_token_id, device)
         start = time.perf_counter()
-        timer = _Timer(device)
+        clock = _Clock(device, timing)
         cache = new_cache()
         length = input_ids.shape[1]
         feats = None
@@ -214,50 +234,39 @@ class SpeculativeDecoder:
             allowed = causal_allowed(length - 1, device)
             _, feats = self._target_forward(input_ids[:, :-1], cache, allowed, pos)
         self.drafter.prefill(input_ids, feats)
-        prefill_s = timer.lap()
+        prefill_s = clock.lap()
 
         root = input_ids[:, -1:]
         pieces: list[torch.Tensor] = []
         steps: list[StepRecord] = []
         produced, stopped = 0, None
         while stopped is None:
-            timer.lap()
-            tree = self.drafter.propose(self.tree, self.sampling, generator)
-            draft_s = timer.lap()
-            buffers = tree.get_buffers()
-            past = length - 1 + produced
-            ids = torch.cat([root, tree.tokens[None].to(device)], dim=1)
-            positions = (past + buffers.position_offsets.to(device))[None]
-            allowed = buffers.allowed.to(device)
-            overhead = timer.lap()
-            logits, feats = self._target_forward(ids, cache, allowed, positions)
-            verify_s = timer.lap()
-            if self.sampling.greedy:
-                res = greedy_verify(tree.tokens, logits, buffers, tree.parents)
-            else:
-                res = sampling_verify(tree, logits, self.sampling, generator)
-            keep_slots = torch.cat([res.accepted_nodes.new_zeros(1), res.accepted_nodes + 1])
-            keep_positions(cache, past, keep_slots)
-            new = torch.cat([tree.tokens[res.accepted_nodes], res.bonus.reshape(1)]).to(device)
+            out = speculative_step(
+                self._target_forward, self.drafter, self.tree, self.sampling, cache, root,
+                length - 1 + produced, generator, clock.lap,
+            )  # fmt: skip
+            new = out.new_tokens
             keep, stopped = _cut(new, eos, max_new_tokens - produced)
             pieces.append(new[:keep])
             produced += keep
-            overhead += timer.lap()
+            overhead = out.overhead_s + clock.lap()
+            draft_s = out.draft_s
             if stopped is None:
-                step_feats = feats.select(keep_slots.to(device)) if feats is not None else None
-                self.drafter.commit(new[None], res.accepted_nodes, step_feats)
-                draft_s += timer.lap()
+                feats = out.features
+                step_feats = feats.select(out.keep_slots.to(device)) if feats is not None else None
+                self.drafter.commit(new[None], out.verdict.accepted_nodes, step_feats)
+                draft_s += clock.lap()
             root = new[None, -1:]
             steps.append(
                 StepRecord(
-                    proposed_depth=buffers.max_depth,
-                    num_nodes=tree.num_nodes,
-                    accepted=res.num_accepted,
+                    proposed_depth=out.tree.get_buffers().max_depth,
+                    num_nodes=out.tree.num_nodes,
+                    accepted=out.verdict.num_accepted,
                     committed=keep,
-                    rejected_depth=res.rejected_depth,
+                    rejected_depth=out.verdict.rejected_depth,
                     stopped=stopped,
                     draft_s=draft_s,
-                    verify_s=verify_s,
+                    verify_s=out.verify_s,
                     overhead_s=overhead,
                 )
             )
@@ -268,7 +277,7 @@ class SpeculativeDecoder:
             steps=steps,
             stopped=stopped,
             prefill_s=prefill_s,
-            total_s=time.perf_counter() - start,
+            total_s=clock.finish(start),
         )
 
 
@@ -280,6 +289,8 @@ def autoregressive_generate(
     eos_token_id: int | Sequence[int] | None = None,
     sampling: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
+    *,
+    timing: bool = False,
 ) -> DecodeResult:
     """Token-by-token generation with the same cache machinery (a baseline for tests/bench).
 
@@ -290,6 +301,7 @@ def autoregressive_generate(
         eos_token_id: Id or ids that end generation; None: none.
         sampling: Sampling settings; greedy by default.
         generator: Random stream for sampling.
+        timing: Fill the per-step seconds (synchronizes the accelerator every step).
 
     Returns:
         A :class:`DecodeResult` with one step (committing one token) per target forward.
@@ -300,7 +312,7 @@ def autoregressive_generate(
     input_ids = input_ids.to(device)
     eos = _eos_tensor(eos_token_id, device)
     start = time.perf_counter()
-    timer = _Timer(device)
+    clock = _Clock(device, timing)
     cache = new_cache()
     ids, past = input_ids, 0
     pieces, steps, stopped = [], [], None
@@ -308,7 +320,7 @@ def autoregressive_generate(
     while stopped is None:
         positions = torch.arange(past, past + ids.shape[1], device=device)[None]
         out = forward(target, ids, cache, causal_allowed(ids.shape[1], device), positions)
-        fwd = timer.lap()
+        fwd = clock.lap()
         logits = out.logits[0, -1]
         if sampling.greedy:
             token = logits.argmax(-1)
@@ -318,8 +330,8 @@ def autoregressive_generate(
         pieces.append(token.reshape(1))
         past += ids.shape[1]
         ids = token.reshape(1, 1)
-        overhead = timer.lap()
-        if not steps and prefill_s == 0.0:
+        overhead = clock.lap()
+        if not steps:
             prefill_s = fwd
         steps.append(StepRecord(0, 0, 0, keep, None, stopped, 0.0, fwd, overhead))
     new_tokens = torch.cat(pieces)[None]
@@ -329,5 +341,5 @@ def autoregressive_generate(
         steps,
         stopped,
         prefill_s,
-        time.perf_counter() - start,
+        clock.finish(start),
     )

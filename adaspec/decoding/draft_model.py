@@ -4,8 +4,9 @@
 Face causal LM that shares the target's tokenizer. It keeps its own KV cache in step with the
 committed sequence:
 
-* each level of a tree is one draft forward over the nodes expanded at that level, with the same
-  4D tree mask machinery as verification (nodes see the committed prefix, their ancestors and
+* trees are grown by :mod:`adaspec.decoding.growth`; each level is one draft forward
+  (:meth:`DraftModelDrafter._expand`) over the nodes expanded at that level, with the same 4D
+  tree mask machinery as verification (nodes see the committed prefix, their ancestors and
   themselves);
 * on :meth:`commit`, the KV entries already computed for accepted nodes are kept (gathered on
   the sequence dimension), the rest of the tree is cropped, and the tokens the draft has not
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from adaspec._base.models import model_vocab_size
 from adaspec.decoding.cache import (
     causal_allowed,
     crop_cache,
@@ -26,9 +28,9 @@ from adaspec.decoding.cache import (
     new_cache,
 )
 from adaspec.decoding.drafter import Drafter, TargetFeatures
-from adaspec.decoding.sampling import SamplingConfig, logits_to_probs, sample_without_replacement
+from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
+from adaspec.decoding.sampling import SamplingConfig
 from adaspec.decoding.tree import DraftTree, DynamicTree, StaticTree, TreePolicy
-from adaspec.modeling import model_vocab_size
 
 
 class DraftModelDrafter(Drafter):
@@ -78,9 +80,9 @@ class DraftModelDrafter(Drafter):
         root = self._root_logits if self._root_logits is not None else self._catch_up()
         self._root_logits = None
         if isinstance(policy, StaticTree):
-            tree, slots = self._static(policy, root, sampling, generator)
+            tree, slots = grow_static(policy, root, self._expand, sampling, generator)
         elif isinstance(policy, DynamicTree):
-            tree, slots = self._dynamic(policy, root, sampling, generator)
+            tree, slots = grow_dynamic(policy, root, self._expand, sampling, generator)
         else:
             raise TypeError(f"unsupported tree policy {policy!r}; use StaticTree or DynamicTree")
         self._slots = slots
@@ -121,115 +123,8 @@ class DraftModelDrafter(Drafter):
         self._cache_len = total
         return out.logits[0, -1, : self.vocab_size]
 
-    def _expand(self, nodes, tokens, depths, anc, fed, slots) -> torch.Tensor:
-        """One draft forward over tree ``nodes``; returns their logits ``[k, V]``."""
-        fed_all = torch.cat(fed + [nodes])
-        allowed = anc[nodes][:, fed_all]
-        pos = (self._tokens.shape[1] - 1 + depths[nodes])[None]
-        slots[nodes] = torch.arange(fed_all.shape[0] - nodes.shape[0], fed_all.shape[0],
-                                    device=nodes.device)  # fmt: skip
-        fed.append(nodes)
-        out = forward(self.model, tokens[nodes][None], self._cache, allowed, pos)
+    def _expand(self, level: Expansion) -> torch.Tensor:
+        """One draft forward over a tree level; returns its logits ``[k, V]``."""
+        pos = (self._tokens.shape[1] - 1 + level.depths)[None]
+        out = forward(self.model, level.tokens[None], self._cache, level.allowed, pos)
         return out.logits[0, :, : self.vocab_size]
-
-    def _children(self, logits, width, sampling, generator):
-        """Children of each row: (tokens [k, w], log q [k, w], valid [k, w], q [k, V] or None)."""
-        if sampling.greedy:
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            top = logp.topk(width, dim=-1)
-            return top.indices, top.values, torch.ones_like(top.indices, dtype=torch.bool), None
-        q = logits_to_probs(logits, sampling)
-        toks, valid = sample_without_replacement(q, width, generator)
-        return toks, torch.log(q.gather(-1, toks)), valid, q
-
-    def _static(self, policy: StaticTree, root, sampling, generator):
-        st = policy.tensors(root.device)
-        buffers = st["buffers"]
-        parents, anc, depths = st["parents"], buffers.ancestors, buffers.depths
-        n = policy.num_nodes
-        device = root.device
-        tokens = torch.zeros(n, dtype=torch.long, device=device)
-        logq = torch.zeros(n, device=device)
-        valid = torch.ones(n, dtype=torch.bool, device=device)
-        slots = torch.full((n,), -1, dtype=torch.long, device=device)
-        q_index = torch.full((n + 1,), -1, dtype=torch.long, device=device)
-        q_rows, fed, rows = [], [], 0
-        for d, level in enumerate(st["levels"], start=1):
-            expand = level["expand"]
-            if d == 1:
-                logits = root[None]
-            else:
-                logits = self._expand(expand, tokens, depths, anc, fed, slots)
-            toks, lq, ok, q = self._children(logits, level["width"], sampling, generator)
-            if q is not None:
-                q_rows.append(q)
-                q_index[expand + 1] = torch.arange(rows, rows + q.shape[0], device=device)
-                rows += q.shape[0]
-            nodes, pp, rk = level["nodes"], level["parent_pos"], level["ranks"]
-            tokens[nodes], logq[nodes], valid[nodes] = toks[pp, rk], lq[pp, rk], ok[pp, rk]
-        tree = DraftTree(
-            tokens, parents, depths, logq.exp(),
-            torch.cat(q_rows) if q_rows else None,
-            q_index if q_rows else None,
-            buffers,
-        )  # fmt: skip
-        if not sampling.greedy and not bool(valid.all()):
-            keep = (~((~valid)[None, :] & anc).any(1)).nonzero().squeeze(1)
-            return tree.select(keep), slots[keep]
-        return tree, slots
-
-    def _dynamic(self, policy: DynamicTree, root, sampling, generator):
-        k, depth, device = policy.top_k, policy.depth, root.device
-        k = min(k, self.vocab_size)
-        cap = k + (depth - 1) * k * k
-        tokens = torch.zeros(cap, dtype=torch.long, device=device)
-        parents = torch.full((cap,), -1, dtype=torch.long, device=device)
-        depths = torch.ones(cap, dtype=torch.long, device=device)
-        logq = torch.zeros(cap, device=device)
-        score = torch.zeros(cap, device=device)
-        valid = torch.ones(cap, dtype=torch.bool, device=device)
-        slots = torch.full((cap,), -1, dtype=torch.long, device=device)
-        anc = torch.zeros(cap, cap, dtype=torch.bool, device=device)
-        q_index = torch.full((cap + 1,), -1, dtype=torch.long, device=device)
-        q_rows, fed, rows = [], [], 0
-        count, frontier = 0, torch.full((1,), -1, dtype=torch.long, device=device)
-        for d in range(1, depth + 1):
-            if d == 1:
-                logits = root[None]
-            else:
-                logits = self._expand(frontier, tokens, depths, anc, fed, slots)
-            toks, lq, ok, q = self._children(logits, k, sampling, generator)
-            if q is not None:
-                q_rows.append(q)
-                q_index[frontier + 1] = torch.arange(rows, rows + q.shape[0], device=device)
-                rows += q.shape[0]
-            new = torch.arange(count, count + toks.numel(), device=device)
-            par = frontier.repeat_interleave(k)
-            tokens[new], parents[new], depths[new] = toks.reshape(-1), par, d
-            logq[new] = lq.reshape(-1)
-            parent_score = torch.where(par >= 0, score[par.clamp(min=0)], 0.0)
-            parent_ok = torch.where(par >= 0, valid[par.clamp(min=0)], True)
-            valid[new] = ok.reshape(-1) & parent_ok
-            score[new] = torch.where(valid[new], parent_score + logq[new], float("-inf"))
-            anc[new] = torch.where((par >= 0)[:, None], anc[par.clamp(min=0)], False)
-            anc[new, new] = True
-            # Expand the best nodes next, in decreasing score (keeps sibling groups ordered).
-            frontier = new[score[new].topk(min(k, new.numel())).indices]
-            count += new.numel()
-        if sampling.greedy:
-            order = torch.sort(score[:count], descending=True, stable=True).indices
-            keep = order[: policy.total_tokens].sort().values
-        else:
-            keep = valid[:count].nonzero().squeeze(1)[: policy.total_tokens]
-        # Remap to the kept nodes (ancestor-closed in both cases).
-        remap = torch.full((cap + 1,), -1, dtype=torch.long, device=device)
-        remap[keep + 1] = torch.arange(keep.shape[0], device=device)
-        tree = DraftTree(
-            tokens[keep],
-            remap[parents[keep] + 1],
-            depths[keep],
-            logq[keep].exp(),
-            torch.cat(q_rows) if q_rows else None,
-            torch.cat([q_index[:1], q_index[keep + 1]]) if q_rows else None,
-        )
-        return tree, slots[keep]

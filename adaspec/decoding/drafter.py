@@ -80,11 +80,6 @@ class Drafter(abc.ABC):
     #: Width of the draft's distributions (tokens it may propose are below it).
     vocab_size: int
 
-    @property
-    def needs_target_hidden(self) -> bool:
-        """Whether the decoder must run the target with ``output_hidden_states=True``."""
-        return bool(self.target_layers)
-
     @abc.abstractmethod
     def prefill(self, input_ids: torch.Tensor, features: TargetFeatures | None) -> None:
         """Start a new sequence (drops any previous state).

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from adaspec.config import ConfigBase, cfg_field, check_range
+from adaspec._base.config import ConfigBase, cfg_field, check_range
 
 
 @dataclasses.dataclass

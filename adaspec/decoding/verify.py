@@ -23,8 +23,13 @@ Each level then emits a token distributed exactly as the target's ``p``, whateve
 long as (a) the children really are successive draws without replacement from ``q`` and (b) how
 many children a node has does not depend on those children's values. Drafters guarantee both
 (see :mod:`adaspec.decoding.tree`). Deterministic top-k children with this rule would NOT be
-lossless. The walk visits at most ``depth x width`` candidates; each comparison reads one scalar
-back to the host.
+lossless.
+
+At one node the residual ``p`` and ``q`` after each rejection depend only on the children
+rejected before, so :func:`_first_accepted` computes them for all children on the device and
+tests every candidate at once: one host read per tree level (which child, if any, was accepted),
+not one per candidate. The first passing child in draw order is the one the sequential rule
+accepts, with the same uniforms, so the outcome is the sequential rule's exactly.
 """
 
 from __future__ import annotations
@@ -99,6 +104,38 @@ def _children_lists(parents: torch.Tensor) -> list[list[int]]:
     return kids
 
 
+def _first_accepted(
+    p: torch.Tensor, q: torch.Tensor, children: torch.Tensor, u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the candidate tests of one node for all its children at once (no host sync).
+
+    Args:
+        p: ``[V]`` target distribution at the node.
+        q: ``[V]`` normalized draft distribution the children were drawn from.
+        children: LongTensor ``[c]``: the children's tokens, in draw order.
+        u: ``[c]`` uniforms, one per candidate.
+
+    Returns:
+        ``(index, residual)``: index (LongTensor ``[]``) of the first accepted child or -1, and
+        ``p`` after rejecting every child (the residual to emit from when none is accepted).
+    """
+    tests = []
+    live = torch.ones((), dtype=torch.bool, device=p.device)  # q still has mass left
+    for j in range(children.shape[0]):
+        x = children[j]
+        tests.append(live & (u[j] * q[x] < p[x]))
+        residual = (p - q).clamp_(min=0)
+        total = residual.sum()
+        p = torch.where(live & (total > 0), residual / total, p)
+        q = q.index_fill(0, x.reshape(1), 0.0)
+        q_total = q.sum()
+        live = live & (q_total > 0)
+        q = torch.where(q_total > 0, q / q_total, q)
+    passed = torch.stack(tests)
+    index = torch.where(passed.any(), passed.long().argmax(), -1)
+    return index, p
+
+
 def sampling_verify(
     tree: DraftTree,
     logits: torch.Tensor,
@@ -128,8 +165,8 @@ def sampling_verify(
         )
     kids = _children_lists(tree.parents)
     q_rows = tree.q_index.tolist() if tree.q_index is not None else []
-    tokens = tree.tokens.tolist()
     device = logits.device
+    tokens = tree.tokens.to(device)
     width = logits.shape[-1]
     slot, path = 0, []
     p = logits_to_probs(logits[0], sampling)
@@ -137,28 +174,16 @@ def sampling_verify(
     while kids[slot]:
         q = tree.q[q_rows[slot], :width].float().to(device)
         q = q / q.sum()
-        accepted = None
+        children = torch.tensor(kids[slot], dtype=torch.long, device=device)
         draws = uniform((len(kids[slot]),), generator, device)
-        for j, child in enumerate(kids[slot]):
-            x = tokens[child]
-            if bool(draws[j] * q[x] < p[x]):
-                accepted = child
-                break
-            residual = (p - q).clamp_(min=0)
-            total = residual.sum()
-            if bool(total > 0):
-                p = residual / total
-            q = q.clone()
-            q[x] = 0
-            q_total = q.sum()
-            if not bool(q_total > 0):
-                break
-            q = q / q_total
-        if accepted is None:
+        index, residual = _first_accepted(p, q, tokens[children], draws)
+        j = int(index)  # the one host read of this level
+        if j < 0:
+            p = residual
             rejected_depth = len(path) + 1
             break
-        path.append(accepted)
-        slot = accepted + 1
+        path.append(kids[slot][j])
+        slot = path[-1] + 1
         p = logits_to_probs(logits[slot], sampling)
     bonus = sample(p, generator)
     nodes = torch.tensor(path, dtype=torch.long, device=tree.tokens.device)

@@ -9,8 +9,8 @@ Typical use::
 """
 
 from adaspec.eval.aggregate import DraftAccumulator, summary_rows
+from adaspec.eval.config import EvalConfig
 from adaspec.eval.evaluate import (
-    EvalConfig,
     eos_ids_for,
     evaluate_models,
     load_prompt_examples,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from adaspec.eval.config import EvalConfig
 from adaspec.modeling import check_same_vocabulary, freeze, load_model, load_tokenizer
-
-if TYPE_CHECKING:
-    from adaspec.eval.evaluate import EvalConfig
 
 logger = logging.getLogger(__name__)
 

@@ -150,3 +150,14 @@ def test_pipeline_config_issue_cases_refused(tmp_path, override, pattern):
     path.write_text("seed: 0\n")
     with pytest.raises(ConfigError, match=pattern):
         PipelineConfig.from_yaml(path, overrides=[override])
+
+
+def test_config_optional_section_written_as_null_stays_off():
+    from adaspec.pipeline_config import PipelineConfig
+
+    off = PipelineConfig.from_dict({"draft_pretrain": None, "draft": {"optim": None}})
+    assert off.draft_pretrain is None and off.draft.optim is None
+    on = PipelineConfig.from_dict({"draft_pretrain": {"epochs": 2}})
+    assert on.draft_pretrain.epochs == 2
+    # A section that is not optional written as null takes its defaults.
+    assert PipelineConfig.from_dict({"evaluation": None}).evaluation.gamma == 4

@@ -24,7 +24,7 @@ def test_capture_features_matches_target(family):
     batch = collate(_examples(3))
     f = capture_features(target, batch["input_ids"], batch["attention_mask"], aux_layers=[1, 2, 3])
     out = target(batch["input_ids"], attention_mask=batch["attention_mask"])
-    torch.testing.assert_close(target.lm_head(f.hidden), out.logits)
+    torch.testing.assert_close(target.get_output_embeddings()(f.hidden), out.logits)
     assert f.aux.shape == (3, 6, 3 * 32)
 
 

@@ -1,3 +1,6 @@
+import warnings
+
+import pytest
 import torch
 from helpers import make_tiny_model
 
@@ -62,3 +65,30 @@ def test_tree_step_commit_matches_fresh_forward(family):
     step = forward(model, nxt, cache, causal_allowed(1), torch.tensor([[seq.shape[1]]]))
     full = model(torch.cat([seq, nxt], dim=1)).logits[0, -1]
     assert torch.allclose(step.logits[0, -1], full, atol=1e-4)
+
+
+def test_cache_keyword_prefers_cache_then_the_older_names():
+    from adaspec.decoding.cache import cache_keyword
+
+    def new_style(input_ids, cache=None, past_key_values=None): ...
+
+    def old_style(input_ids, past_key_values=None): ...
+
+    def neox_layer(hidden_states, layer_past=None): ...
+
+    def no_cache(input_ids): ...
+
+    assert cache_keyword(new_style) == "cache"
+    assert cache_keyword(old_style) == "past_key_values"
+    assert cache_keyword(neox_layer) == "layer_past"
+    with pytest.raises(TypeError, match="no KV cache argument"):
+        cache_keyword(no_cache)
+
+
+def test_forward_uses_no_deprecated_cache_keyword(family):
+    model = make_tiny_model(family, seed=0)
+    cache = new_cache()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        forward(model, torch.tensor([[3, 4, 5]]), cache, causal_allowed(3), torch.arange(3)[None])
+    assert cache_length(cache) == 3

@@ -73,3 +73,71 @@ def test_sampling_verify_top_k_children_are_not_lossless(g_test):
     q = torch.softmax(torch.randn(8) * 1.5, -1)
     counts = _rule_samples(p, q, k=3, n=2000, draw=_top_k)
     assert g_test(counts, p) < 1e-3
+
+
+def _sequential_verify(tree, logits, sampling, generator):
+    """The candidate-by-candidate rule (one host read per candidate), as a reference."""
+    from adaspec.decoding.sampling import logits_to_probs, sample, uniform
+
+    kids = [[] for _ in range(tree.num_nodes + 1)]
+    for i, par in enumerate(tree.parents.tolist()):
+        kids[par + 1].append(i)
+    q_rows, tokens = tree.q_index.tolist(), tree.tokens.tolist()
+    slot, path, rejected_depth = 0, [], None
+    p = logits_to_probs(logits[0], sampling)
+    while kids[slot]:
+        q = tree.q[q_rows[slot]].float()
+        q = q / q.sum()
+        accepted = None
+        draws = uniform((len(kids[slot]),), generator, logits.device)
+        for j, child in enumerate(kids[slot]):
+            x = tokens[child]
+            if bool(draws[j] * q[x] < p[x]):
+                accepted = child
+                break
+            residual = (p - q).clamp_(min=0)
+            if bool(residual.sum() > 0):
+                p = residual / residual.sum()
+            q = q.clone()
+            q[x] = 0
+            if not bool(q.sum() > 0):
+                break
+            q = q / q.sum()
+        if accepted is None:
+            rejected_depth = len(path) + 1
+            break
+        path.append(accepted)
+        slot = accepted + 1
+        p = logits_to_probs(logits[slot], sampling)
+    return path, int(sample(p, generator)), rejected_depth
+
+
+def _two_level_tree(gen, vocab, k, support):
+    """Root with k sampled children; the first child has k sampled children of its own."""
+    q = torch.softmax(torch.randn(2, vocab, generator=gen) * 2, -1)
+    if support < vocab:  # small support: candidates can exhaust q
+        q = q * (q >= q.topk(support, -1).values[:, -1:])
+    first, ok1 = sample_without_replacement(q[:1], k, gen)
+    second, ok2 = sample_without_replacement(q[1:], k, gen)
+    k1, k2 = int(ok1.sum()), int(ok2.sum())
+    tokens = torch.cat([first[0, :k1], second[0, :k2]])
+    parents = torch.tensor([-1] * k1 + [0] * k2)
+    depths = torch.tensor([1] * k1 + [2] * k2)
+    q_index = torch.tensor([0, 1] + [-1] * (k1 + k2 - 1))
+    return DraftTree(tokens, parents, depths, q.new_ones(k1 + k2), q, q_index)
+
+
+def test_sampling_verify_vectorised_tests_equal_the_sequential_rule():
+    gen = torch.Generator().manual_seed(7)
+    sampling = SamplingConfig(temperature=1.0)
+    seen_depths = set()
+    for trial in range(300):
+        vocab, k = 8, 3
+        tree = _two_level_tree(gen, vocab, k, support=2 if trial % 3 == 0 else vocab)
+        logits = torch.randn(tree.num_nodes + 1, vocab, generator=gen) * 2
+        seed = 1000 + trial
+        got = sampling_verify(tree, logits, sampling, torch.Generator().manual_seed(seed))
+        want = _sequential_verify(tree, logits, sampling, torch.Generator().manual_seed(seed))
+        assert (got.accepted_nodes.tolist(), int(got.bonus), got.rejected_depth) == want
+        seen_depths.add(want[2])
+    assert seen_depths == {None, 1, 2}  # rejections at both levels and full acceptance occurred
