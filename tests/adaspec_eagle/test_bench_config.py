@@ -9,7 +9,7 @@ def test_bench_config_defaults_parse_into_methods():
     methods = cfg.parsed_methods()
     assert [m.name for m in methods] == [m["name"] for m in cfg.methods]
     assert all(isinstance(m, BenchMethod) for m in methods)
-    assert {m.kind for m in methods} == {"vanilla", "assisted", "speculative"}
+    assert {m.kind for m in methods} == {"vanilla", "assisted", "prompt_lookup", "speculative"}
 
 
 def test_bench_method_errors_name_the_field():
