@@ -86,6 +86,7 @@ def compare_drafts(
         max_new_tokens=ev.max_new_tokens,
         quality=ev.quality,
         chat_template=config.data.chat_template,
+        alpha_method=ev.alpha_method,
     )
     heldout = examples[: ev.num_examples]
     results["reference_alignment"] = reference_alignment(

@@ -77,11 +77,18 @@ class CompareConfig(ConfigBase):
         True, help="score the generated text (GSM8K accuracy, pass@1, ROUGE-L)"
     )
 
+    alpha_method: str = cfg_field(
+        "decode",
+        help="decode: speculative decoding per draft (checks output = target's); teacher_forced: "
+        "the same greedy rounds from a teacher-forced draft forward (no decoding; for large targets)",
+    )
+
     def validate(self) -> None:
         super().validate()
         check_range("evaluation.num_examples", self.num_examples, 1)
         check_range("evaluation.gamma", self.gamma, 1)
         check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)
+        check_choice("evaluation.alpha_method", self.alpha_method, ("decode", "teacher_forced"))
 
 
 SWEEP_RECIPES = (

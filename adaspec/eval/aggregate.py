@@ -47,6 +47,7 @@ class DraftAccumulator:
         self.prompt_alphas: list[float] = []
         self.prompts = 0
         self.identical = 0
+        self.checked = 0
         self.new_tokens = 0
         self.seconds = 0.0
         self.token_acc: list[float] = []
@@ -58,7 +59,7 @@ class DraftAccumulator:
         steps: Sequence[Any],
         num_new_tokens: int,
         seconds: float,
-        identical: bool,
+        identical: bool | None,
         token_acceptance: Iterable[float] | None,
         quality: Mapping[str, float],
         greedy_agreement: Iterable[bool] | None = None,
@@ -69,7 +70,8 @@ class DraftAccumulator:
             steps: The decoder's step records for the prompt (``DecodeResult.steps``).
             num_new_tokens: Tokens the speculative decoder generated.
             seconds: Its wall-clock time.
-            identical: Whether its output equals the target's greedy output.
+            identical: Whether its output equals the target's greedy output; ``None`` when it
+                was not decoded (teacher-forced α).
             token_acceptance: Per-token ``sum_x min(p, q)`` along the target's continuation.
             quality: The prompt's quality scores of the speculative output.
             greedy_agreement: Per token of the target's continuation, whether the draft's argmax
@@ -85,7 +87,9 @@ class DraftAccumulator:
         if alpha is not None:
             self.prompt_alphas.append(alpha)
         self.prompts += 1
-        self.identical += int(bool(identical))
+        if identical is not None:
+            self.checked += 1
+            self.identical += int(bool(identical))
         self.new_tokens += int(num_new_tokens)
         self.seconds += float(seconds)
         if token_acceptance is not None:
@@ -124,8 +128,9 @@ class DraftAccumulator:
             "token_acceptance": token_acc,
             "total_variation": None if token_acc is None else 1.0 - token_acc,
             "greedy_agreement": sum(self.agree) / len(self.agree) if self.agree else None,
-            "identical_to_target": self.identical == self.prompts,
+            "identical_to_target": self.identical == self.checked if self.checked else None,
             "num_identical": self.identical,
+            "num_checked": self.checked,
             "num_prompts": self.prompts,
             "quality": mean_dicts(self.quality),
             "new_tokens": self.new_tokens,

@@ -60,6 +60,13 @@ class EvalConfig(ConfigBase):
         "never; None: data.chat_template when `data` is set, else auto",
     )
 
+    alpha_method: str = cfg_field(
+        "decode",
+        help="decode: run the speculative decoder per draft (checks its output too); "
+        "teacher_forced: the same greedy rounds from one teacher-forced draft forward over the "
+        "target's greedy output (exact up to near-tie rounding, no decoding, much cheaper)",
+    )
+
     def validate(self) -> None:
         """Check counts, choices and that a prompt source is given."""
         super().validate()
@@ -68,6 +75,7 @@ class EvalConfig(ConfigBase):
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("mbpp_timeout", self.mbpp_timeout, 0.0, low_open=True)
         check_choice("dtype", self.dtype, DTYPES)
+        check_choice("alpha_method", self.alpha_method, ("decode", "teacher_forced"))
         if self.chat_template is not None:
             check_choice("chat_template", self.chat_template, CHAT_MODES)
         if not isinstance(self.drafts, Mapping):

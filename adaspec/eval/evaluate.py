@@ -45,6 +45,7 @@ from adaspec.decoding import (
 )
 from adaspec.eval.aggregate import DraftAccumulator, summary_rows
 from adaspec.eval.config import EvalConfig
+from adaspec.eval.greedy_alpha import ALPHA_METHODS, simulate_greedy_chain
 from adaspec.eval.loading import check_finite_logits, load_eval_models
 from adaspec.eval.metrics import canonical_task, mean_dicts, score
 from adaspec.eval.report import write_eval_outputs
@@ -102,6 +103,7 @@ def evaluate_models(
     progress: bool = True,
     warmup: bool = True,
     chat_template: str = "never",
+    alpha_method: str = "decode",
 ) -> dict[str, Any]:
     """Measure acceptance and quality of in-memory drafts against an in-memory target.
 
@@ -123,6 +125,11 @@ def evaluate_models(
             one-off start-up costs (kernels, allocator) do not enter the timings.
         chat_template: ``"never"``, ``"auto"`` or ``"always"``: whether prompts go through the
             tokenizer's chat template (recorded as ``settings.chat_template``).
+        alpha_method: ``"decode"`` runs the speculative decoder for each draft (and checks its
+            output against the target's); ``"teacher_forced"`` takes the same rounds from one
+            teacher-forced draft forward over the target's greedy continuation
+            (:mod:`adaspec.eval.greedy_alpha`), without decoding: much cheaper on a large
+            target, no speed or output check.
 
     Returns:
         A JSON-ready dict: ``settings``, ``target`` (quality, tokens, time), ``drafts`` (name ->
@@ -150,11 +157,15 @@ def evaluate_models(
     device = next(target.parameters()).device
     greedy = SamplingConfig(temperature=0.0)
     chat = use_chat_template(tokenizer, chat_template)
+    if alpha_method not in ALPHA_METHODS:
+        raise ValueError(f"alpha_method must be one of {ALPHA_METHODS}, got {alpha_method!r}")
+    decode = alpha_method == "decode"
     decoders = {
         name: SpeculativeDecoder(
             target, DraftModelDrafter(draft, vocab_size=vocab), tree=chain(gamma), sampling=greedy
         )
         for name, draft in drafts.items()
+        if decode
     }
     accs = {name: DraftAccumulator(gamma) for name in drafts}
     target_quality: list[dict[str, float]] = []
@@ -188,10 +199,15 @@ def evaluate_models(
         p_len = prompt.shape[1]
         t_logits = scored_logits(target, full, p_len, vocab) if token_acceptance else None
         for name, draft in drafts.items():
-            out = decoders[name].generate(prompt, max_new_tokens, eos_list)
-            tokens = out.new_tokens[0].tolist()
-            identical = tokens == ref_tokens
-            if not identical:
+            if decode:
+                out = decoders[name].generate(prompt, max_new_tokens, eos_list)
+                tokens, steps, seconds = out.new_tokens[0].tolist(), out.steps, out.total_s
+                identical: bool | None = tokens == ref_tokens
+            else:  # the rounds follow from the draft's teacher-forced argmax along ref_tokens
+                d_argmax = scored_logits(draft, full, p_len, vocab)[0].argmax(-1).tolist()
+                steps = simulate_greedy_chain([d == r for d, r in zip(d_argmax, ref_tokens)], gamma)
+                tokens, seconds, identical = ref_tokens, 0.0, None
+            if identical is False:
                 logger.warning(
                     "draft %r, prompt %d: speculative output differs from the target's greedy "
                     "output after %d tokens; greedy verification should reproduce it exactly "
@@ -207,16 +223,14 @@ def evaluate_models(
                 agree = (t_logits[0].argmax(-1) == d_logits[0].argmax(-1)).tolist()
             if not kind:
                 scores: dict[str, float] = {}
-            elif identical:
+            elif identical is not False:  # equal to the target's output (or taken as it)
                 scores = ref_scores
             else:
                 scores = score(kind, _decode(tokenizer, tokens, eos), example, mbpp_timeout)
-            alpha = accs[name].add(
-                out.steps, len(tokens), out.total_s, identical, per_token, scores, agree
-            )
+            alpha = accs[name].add(steps, len(tokens), seconds, identical, per_token, scores, agree)
             sample["drafts"][name] = {
                 "alpha": alpha,
-                "rounds": len(out.steps),
+                "rounds": len(steps),
                 "identical_to_target": identical,
                 "token_acceptance": sum(per_token) / len(per_token) if per_token else None,
             }
@@ -238,6 +252,7 @@ def evaluate_models(
             "gamma": gamma,
             "max_new_tokens": max_new_tokens,
             "chat_template": chat,
+            "alpha_method": alpha_method,
             "eos_token_ids": eos_list,
             "vocab_size": vocab,
             "device": str(device),
@@ -335,6 +350,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         mbpp_timeout=config.mbpp_timeout,
         keep_samples=config.keep_samples,
         chat_template=eval_chat_mode(config),
+        alpha_method=config.alpha_method,
     )
     results["settings"]["wall_seconds"] = time.perf_counter() - start
     results = {"config": config.to_dict(), **results}
