@@ -6,6 +6,7 @@ import yaml
 from helpers import make_tiny_model
 
 from adaspec.config import ConfigError
+from adaspec.losses import SelectiveLossSettings
 from adaspec_eagle.checkpoint import load_head
 from adaspec_eagle.features import capture_features
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
@@ -53,12 +54,19 @@ def test_adaspec_loss_uses_reference_and_keeps_fraction():
     b = _batch()
     f = capture_features(target, b["input_ids"], b["attention_mask"], b["loss_mask"],
                          head.aux_layers)  # fmt: skip
-    s = LossSettings(k=0.4, ttt_steps=2)
+    s = LossSettings(selective=SelectiveLossSettings(k=0.4), ttt_steps=2)
     out = head_pass(head, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
     with torch.no_grad():
         ref_out = head_pass(ref, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
     res = head_loss(head, out, f.logits, f.loss_mask, s, ref_out)
-    plain = head_loss(head, out, f.logits, f.loss_mask, LossSettings(k=1.0, ttt_steps=2), ref_out)
+    plain = head_loss(
+        head,
+        out,
+        f.logits,
+        f.loss_mask,
+        LossSettings(selective=SelectiveLossSettings(k=1.0), ttt_steps=2),
+        ref_out,
+    )
     for kept, all_kept in zip(res.kept, plain.kept):
         frac = float(kept.sum()) / float(all_kept.sum())
         # The 0.6-quantile threshold keeps ceil-ish 40% of the valid tokens (ties kept too).
