@@ -50,18 +50,13 @@ class HeadTrainingModule(nn.Module):
         self.head = head
         self.settings = settings
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        loss_mask: torch.Tensor,
-        aux: torch.Tensor | None = None,
-    ) -> Any:
-        """EAGLE-1: :class:`~adaspec_eagle.unroll.Eagle1Outputs`; EAGLE-3: logits per TTT step."""
-        return head_pass(
-            self.head, self.settings, hidden, input_ids, attention_mask, loss_mask, aux
-        )
+    def forward(self, *inputs: torch.Tensor | None) -> Any:
+        """:func:`head_pass` of the wrapped head (EAGLE-1 outputs, or EAGLE-3 logits per step).
+
+        Args:
+            *inputs: ``hidden, input_ids, attention_mask, loss_mask, aux`` as :func:`head_pass`.
+        """
+        return head_pass(self.head, self.settings, *inputs)
 
 
 def head_pass(

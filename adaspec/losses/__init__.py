@@ -7,9 +7,9 @@ token selection (:mod:`.selection`), reduction (:mod:`.reduction`), the full-log
 
 from adaspec.losses.chunked import ChunkedAdaSPECLoss, chunked_adaspec_loss
 from adaspec.losses.divergences import DIVERGENCES, token_divergence
+from adaspec.losses.output import SelectiveLossOutput
 from adaspec.losses.reduction import REDUCTIONS, reduce_token_loss
 from adaspec.losses.selection import SCOPES, check_k, select_tokens
-from adaspec.losses.output import SelectiveLossOutput
 from adaspec.losses.selective import AdaSPECLoss, adaspec_token_loss, shift_for_causal_lm
 from adaspec.losses.settings import SelectiveLossSettings
 

@@ -161,10 +161,10 @@ def chunked_adaspec_loss(
     ref_hidden: Tensor | None = None,
     ref_weight: Tensor | None = None,
     valid: Tensor | None = None,
-    settings: SelectiveLossSettings = DEFAULT_SETTINGS,
     num_items_in_batch: int | Tensor | None = None,
     group: dist.ProcessGroup | None = None,
     *,
+    settings: SelectiveLossSettings = DEFAULT_SETTINGS,
     draft_bias: Tensor | None = None,
     target_bias: Tensor | None = None,
     ref_bias: Tensor | None = None,
@@ -184,9 +184,9 @@ def chunked_adaspec_loss(
         ref_hidden: ``[N, H_r]`` reference hidden states, or ``None`` for plain KD.
         ref_weight: ``[V_r, H_r]`` reference LM-head weight (given iff ``ref_hidden`` is).
         valid: Bool ``[N]`` (token layout) of tokens that count; ``None`` = all.
-        settings: The loss settings; ``settings.chunk_size`` tokens per ``[chunk, V]`` block.
         num_items_in_batch: Valid tokens of the accumulated batch; ``None`` = valid tokens here.
         group: Process group for ``scope="global"``.
+        settings: The loss settings; ``settings.chunk_size`` tokens per ``[chunk, V]`` block.
         draft_bias: ``[V_d]`` LM-head bias or ``None``.
         target_bias: ``[V_t]`` or ``None``.
         ref_bias: ``[V_r]`` or ``None``.
@@ -309,32 +309,12 @@ class ChunkedAdaSPECLoss(nn.Module):
     def extra_repr(self) -> str:  # noqa: D102
         return f"{self.settings!r}, vocab_size={self.vocab_size}"
 
-    def forward(
-        self,
-        draft_hidden: Tensor,
-        draft_weight: Tensor,
-        target_hidden: Tensor,
-        target_weight: Tensor,
-        ref_hidden: Tensor | None = None,
-        ref_weight: Tensor | None = None,
-        valid: Tensor | None = None,
-        num_items_in_batch: int | Tensor | None = None,
-        *,
-        draft_bias: Tensor | None = None,
-        target_bias: Tensor | None = None,
-        ref_bias: Tensor | None = None,
-        group: dist.ProcessGroup | None = None,
-    ) -> SelectiveLossOutput:
-        """See :func:`chunked_adaspec_loss` (same shapes)."""
-        heads = (draft_hidden, draft_weight, target_hidden, target_weight, ref_hidden, ref_weight)
+    def forward(self, *args: Any, **kwargs: Any) -> SelectiveLossOutput:
+        """:func:`chunked_adaspec_loss` with this Module's ``settings`` and ``vocab_size``.
+
+        Takes the function's other arguments, in its order: the six head tensors, ``valid``,
+        ``num_items_in_batch``, ``group``, and the biases by keyword.
+        """
         return chunked_adaspec_loss(
-            *heads,
-            valid,
-            self.settings,
-            num_items_in_batch,
-            group,
-            draft_bias=draft_bias,
-            target_bias=target_bias,
-            ref_bias=ref_bias,
-            vocab_size=self.vocab_size,
+            *args, settings=self.settings, vocab_size=self.vocab_size, **kwargs
         )

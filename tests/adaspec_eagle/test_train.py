@@ -87,8 +87,12 @@ def test_eagle_config_rejects_bad_values():
 
 
 def test_eagle_config_names_where_an_old_flat_key_moved():
-    for key, new in [("batch_size", "optim.per_device_batch_size"), ("lr", "optim.learning_rate"),
-                     ("grad_accum", "optim.gradient_accumulation_steps"), ("k", "loss.k")]:
+    for key, new in [
+        ("batch_size", "optim.per_device_batch_size"),
+        ("lr", "optim.learning_rate"),
+        ("grad_accum", "optim.gradient_accumulation_steps"),
+        ("k", "loss.k"),
+    ]:
         with pytest.raises(ConfigError, match=f"'{key}' moved to '{new}'"):
             EagleTrainConfig.from_dict({"target": "x", key: 1})  # fmt: skip
 

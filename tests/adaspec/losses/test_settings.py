@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from adaspec.config import ConfigError
-from adaspec.losses import SelectiveLossSettings, adaspec_token_loss, token_divergence
-from adaspec.losses import divergences, selection
+from adaspec.losses import (
+    SelectiveLossSettings,
+    adaspec_token_loss,
+    divergences,
+    selection,
+    token_divergence,
+)
 
 
 def test_selective_loss_settings_frozen_and_rejects_bad_values_when_built():
