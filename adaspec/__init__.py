@@ -16,6 +16,7 @@ _LAZY = {
     "adaspec_token_loss": "adaspec.losses",
     "chunked_adaspec_loss": "adaspec.losses",
     "AdaSPECLoss": "adaspec.losses",
+    "SelectiveLossSettings": "adaspec.losses",
     "PipelineConfig": "adaspec.pipeline_config",
     "run_pipeline": "adaspec.pipeline",
 }

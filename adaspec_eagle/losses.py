@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adaspec.losses import SelectiveLossSettings
 from adaspec_eagle.plugin import filtered_token_loss
+
+PLAIN_EAGLE = SelectiveLossSettings().plain_kd()  # every response token: EAGLE's own loss
 
 
 @dataclass
@@ -65,11 +68,9 @@ def eagle1_loss(
     target_logits: Tensor,
     loss_mask: Tensor,
     ref_logits: Tensor | None = None,
-    k: float = 1.0,
+    settings: SelectiveLossSettings = PLAIN_EAGLE,
     v_w: float = 1.0,
     p_w: float = 0.1,
-    divergence: str = "forward_kl",
-    scope: str = "batch",
 ) -> EagleLossOutput:
     """EAGLE-1/2 loss, AdaSPEC-filtered on its token part when ``ref_logits`` and ``k < 1``.
 
@@ -80,24 +81,14 @@ def eagle1_loss(
         target_logits: Target logits aligned with it [B, T, V].
         loss_mask: Response mask [B, T].
         ref_logits: Reference head logits [B, T, V] or None.
-        k: AdaSPEC keep fraction.
+        settings: The AdaSPEC loss settings (``k``, divergence for ΔL, scope); default plain
+            EAGLE.
         v_w: Feature-regression weight.
         p_w: Token-loss weight.
-        divergence: Divergence for ΔL.
-        scope: Selection scope.
 
     """
     vloss = feature_loss(pred_features, target_features, loss_mask)
-    tok = filtered_token_loss(
-        logits,
-        target_logits,
-        loss_mask,
-        ref_logits,
-        k,
-        divergence=divergence,
-        scope=scope,
-        normalization="mask",
-    )
+    tok = filtered_token_loss(logits, target_logits, loss_mask, ref_logits, settings)
     loss = v_w * vloss + p_w * tok.loss
     return EagleLossOutput(
         loss=loss,
@@ -114,10 +105,8 @@ def eagle3_loss(
     step_logits: list[Tensor],
     step_targets: list[tuple[Tensor, Tensor]],
     ref_step_logits: list[Tensor] | None = None,
-    k: float = 1.0,
+    settings: SelectiveLossSettings = PLAIN_EAGLE,
     decay: float = 0.8,
-    divergence: str = "forward_kl",
-    scope: str = "batch",
 ) -> EagleLossOutput:
     """EAGLE-3 training-time-test loss ``sum_i decay**i * ploss_i``, optionally AdaSPEC-filtered.
 
@@ -127,10 +116,9 @@ def eagle3_loss(
         step_targets: Per step, (target logits over the draft vocab [B, T, V_draft], position
             mask [B, T]) (:func:`adaspec_eagle.unroll.eagle3_targets`).
         ref_step_logits: The reference head's logits per step (its own unroll), or None.
-        k: AdaSPEC keep fraction (selection per step, over that step's valid positions).
+        settings: The AdaSPEC loss settings (selection per step, over that step's valid
+            positions); default plain EAGLE.
         decay: Step weight base (EAGLE-3: 0.8).
-        divergence: Divergence for ΔL.
-        scope: Selection scope.
 
     """
     if len(step_logits) != len(step_targets):
@@ -144,9 +132,7 @@ def eagle3_loss(
     stats: dict[str, float] = {}
     for i, (logits, (tgt, mask)) in enumerate(zip(step_logits, step_targets)):
         ref = ref_step_logits[i] if ref_step_logits is not None else None
-        tok = filtered_token_loss(
-            logits, tgt, mask, ref, k, divergence=divergence, scope=scope, normalization="positions"
-        )
+        tok = filtered_token_loss(logits, tgt, mask, ref, settings, normalization="positions")
         total = total + decay**i * tok.loss
         steps.append(tok.loss)
         kept.append(tok.kept)

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adaspec.losses import adaspec_token_loss, check_k, select_tokens
-from adaspec.losses.selective import selection_stats
+from adaspec.losses import SelectiveLossSettings, adaspec_token_loss, select_tokens
+from adaspec.losses.output import selection_stats
+from adaspec.losses.settings import DEFAULT_SETTINGS
 
 NORMALIZATIONS = ("mask", "positions")
 TOKEN_LOSSES = ("soft_ce", "divergence")
@@ -102,13 +103,9 @@ def filtered_token_loss(
     target: Tensor,
     loss_mask: Tensor,
     ref_logits: Tensor | None = None,
-    k: float = 0.4,
+    settings: SelectiveLossSettings = DEFAULT_SETTINGS,
     *,
     target_is_probs: bool = False,
-    divergence: str = "forward_kl",
-    temperature: float = 1.0,
-    beta: float = 0.5,
-    scope: str = "batch",
     normalization: str = "mask",
     token_loss: str = "soft_ce",
     group: object = None,
@@ -116,8 +113,8 @@ def filtered_token_loss(
     """AdaSPEC-filtered EAGLE token loss with all intermediate tensors.
 
     Args: see :func:`adaspec_filtered_loss`; ``token_loss="divergence"`` uses the AdaSPEC
-    divergence itself (``divergence``/``temperature``) as the per-token value instead of EAGLE's
-    soft cross-entropy.
+    divergence itself (``settings.divergence``/``temperature``) as the per-token value instead of
+    EAGLE's soft cross-entropy.
 
     Returns:
         :class:`FilteredLoss`.
@@ -132,7 +129,12 @@ def filtered_token_loss(
             f"target has shape {tuple(target.shape)} but head_logits {tuple(head_logits.shape)}; "
             "for EAGLE-3 restrict the target to the draft vocabulary first (target[..., t2d])"
         )
-    k = check_k(k)
+    if settings.selection != "delta":
+        raise ValueError(
+            f"the EAGLE plug-in ranks tokens by ΔL only, got selection={settings.selection!r}: "
+            "use selection='delta'"
+        )
+    k, scope = settings.k, settings.scope
     valid = _valid_mask(loss_mask, head_logits.shape[:-1])
     if target_is_probs:
         probs = target.detach().float()
@@ -144,7 +146,11 @@ def filtered_token_loss(
     ce = soft_cross_entropy(head_logits, probs)
     ref_ce = delta = stats = None
     per_token = ce
-    if token_loss == "soft_ce" and divergence == "forward_kl" and temperature == 1.0:
+    if (
+        token_loss == "soft_ce"
+        and settings.divergence == "forward_kl"
+        and settings.temperature == 1
+    ):
         # ΔL = KL(p||q) - KL(p||r) = CE(p, q) - CE(p, r): the cross-entropies already at hand.
         if use_ref:
             with torch.no_grad():
@@ -156,19 +162,9 @@ def filtered_token_loss(
     else:  # another divergence (or temperature) measures ΔL, or is itself the token loss
         if teacher_logits is None:
             teacher_logits = torch.log(probs)  # -inf where p = 0; token_divergence supports it
-        out = adaspec_token_loss(
-            head_logits,
-            teacher_logits,
-            ref_logits.detach() if use_ref else None,
-            valid,
-            k=k,
-            divergence=divergence,
-            temperature=temperature,
-            beta=beta,
-            scope=scope,
-            reduction="mean",
-            group=group,
-        )
+        ref = ref_logits.detach() if use_ref else None
+        # Only kept/delta/per_token/stats are used: the value is normalised EAGLE's way below.
+        out = adaspec_token_loss(head_logits, teacher_logits, ref, valid, settings, group=group)
         kept, delta, stats = (out.kept if use_ref else valid), out.delta, dict(out.stats)
         if token_loss == "divergence":
             per_token = out.per_token
@@ -187,12 +183,9 @@ def adaspec_filtered_loss(
     target_logits_or_probs: Tensor,
     loss_mask: Tensor,
     ref_logits: Tensor | None = None,
-    k: float = 0.4,
+    settings: SelectiveLossSettings = DEFAULT_SETTINGS,
     *,
     target_is_probs: bool = False,
-    divergence: str = "forward_kl",
-    temperature: float = 1.0,
-    scope: str = "batch",
     normalization: str = "mask",
     token_loss: str = "soft_ce",
     group: object = None,
@@ -210,12 +203,12 @@ def adaspec_filtered_loss(
         loss_mask: [B, T] or [B, T, 1]; nonzero = the token counts (EAGLE's ``loss_mask`` or
             EAGLE-3's ``position_mask``).
         ref_logits: Reference head logits [B, T, V] (no gradient), or None.
-        k: Fraction of valid tokens kept, in (0, 1] (AdaSPEC paper: 0.4).
+        settings: The shared AdaSPEC loss settings (:class:`adaspec.losses.SelectiveLossSettings`):
+            ``k``, the fraction of valid tokens kept (paper: 0.4); the divergence ΔL is measured
+            with (``"forward_kl"`` = selection by the soft-CE gap, see the module docstring) and
+            its temperature and beta; the scope, ``"batch"`` (paper), ``"sequence"`` or
+            ``"global"`` (all data-parallel ranks). Its selection must be ``"delta"``.
         target_is_probs: The target is given as probabilities.
-        divergence: Divergence ΔL is measured with (``"forward_kl"`` = selection by the
-            soft-CE gap, see the module docstring).
-        temperature: Softmax temperature of the divergence.
-        scope: ``"batch"`` (paper), ``"sequence"`` or ``"global"`` (all data-parallel ranks).
         normalization: ``"mask"``: divide by the kept-token count + 1e-5 (EAGLE-1/2
             ``compute_loss``); ``"positions"``: divide by B * T (EAGLE-3 ``cnets.py``, SpecForge),
             times (valid / kept) so the per-token scale does not shrink with k.
@@ -231,11 +224,8 @@ def adaspec_filtered_loss(
         target_logits_or_probs,
         loss_mask,
         ref_logits,
-        k,
+        settings,
         target_is_probs=target_is_probs,
-        divergence=divergence,
-        temperature=temperature,
-        scope=scope,
         normalization=normalization,
         token_loss=token_loss,
         group=group,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from adaspec.config import (
@@ -27,6 +26,9 @@ from adaspec.config import (
     save_config,
 )
 from adaspec.data.config import DataConfig
+from adaspec.losses import SelectiveLossSettings
+from adaspec.training.config import OptimConfig
+from adaspec.training.stages import training_arguments
 from adaspec_eagle.checkpoint import load_head
 from adaspec_eagle.heads import Eagle3Head, build_head, draft_vocab_from_counts
 from adaspec_eagle.masks import CHAT_MODES, collate
@@ -34,6 +36,37 @@ from adaspec_eagle.trainer import EagleTrainer, HeadTrainingModule, LossSettings
 
 logger = logging.getLogger(__name__)
 RUNS = ("reference", "adaspec")
+# Keys of the flat config before optim: and loss: were nested, and where they live now.
+MOVED_KEYS = {
+    "epochs": "optim.epochs",
+    "max_steps": "optim.max_steps",
+    "batch_size": "optim.per_device_batch_size",
+    "grad_accum": "optim.gradient_accumulation_steps",
+    "lr": "optim.learning_rate",
+    "warmup_ratio": "optim.warmup_ratio",
+    "max_grad_norm": "optim.max_grad_norm",
+    "seed": "optim.seed",
+    "logging_steps": "optim.logging_steps",
+    "save_steps": "optim.save_steps",
+    "save_total_limit": "optim.save_total_limit",
+    "deepspeed": "optim.deepspeed",
+    "report_to": "optim.report_to",
+    "k": "loss.k",
+    "divergence": "loss.divergence",
+    "scope": "loss.scope",
+}
+
+
+@dataclasses.dataclass
+class EagleOptimConfig(OptimConfig):
+    """:class:`~adaspec.training.config.OptimConfig` (same keys) with EAGLE's defaults."""
+
+    epochs: float = cfg_field(1.0, help="passes over the data per head")
+    learning_rate: float = cfg_field(3e-5, help="peak learning rate (EAGLE: 3e-5)")
+    lr_scheduler_type: str = cfg_field("linear", help="transformers scheduler name")
+    weight_decay: float = cfg_field(0.0, help="AdamW weight decay")
+    per_device_batch_size: int = cfg_field(8, help="sequences per device per micro-batch")
+    max_grad_norm: float = cfg_field(0.5, help="gradient clipping norm (EAGLE: 0.5)")
 
 
 @dataclasses.dataclass
@@ -61,38 +94,45 @@ class EagleTrainConfig(ConfigBase):
     reference_head: str | None = cfg_field(
         None, help="an already trained reference head folder (skips the reference run)"
     )
-    k: float = cfg_field(0.4, help="AdaSPEC: fraction of tokens kept by ΔL (1 = plain EAGLE)")
-    divergence: str = cfg_field("forward_kl", help="divergence ΔL is measured with")
-    scope: str = cfg_field("batch", help="selection scope: batch, sequence or global")
+    optim: EagleOptimConfig = cfg_field(
+        EagleOptimConfig,
+        help="optimisation of each head: the pipeline's optim keys, with EAGLE's defaults",
+    )
+    loss: SelectiveLossSettings = cfg_field(
+        SelectiveLossSettings,
+        help="the AdaSPEC head's token filter (k, divergence, scope, ...; the pipeline's loss "
+        "keys); the reference head is trained with loss.plain_kd(), i.e. plain EAGLE",
+    )
     v_w: float = cfg_field(1.0, help="eagle1: feature-regression weight")
     p_w: float = cfg_field(0.1, help="eagle1: token-loss weight")
     noise: float = cfg_field(0.1, help="half-width of uniform noise on input features")
-    epochs: float = cfg_field(1.0, help="passes over the data per head")
-    max_steps: int = cfg_field(-1, help="optimizer steps per head (overrides epochs when > 0)")
-    batch_size: int = cfg_field(8, help="per-device batch size")
-    grad_accum: int = cfg_field(1, help="gradient accumulation steps")
-    lr: float = cfg_field(3e-5, help="peak learning rate (EAGLE: 3e-5)")
-    warmup_ratio: float = cfg_field(0.0, help="linear warm-up fraction")
-    max_grad_norm: float = cfg_field(0.5, help="gradient clipping norm")
-    seed: int = cfg_field(0, help="seed of head init and data order")
     target_dtype: str = cfg_field("float32", help="dtype the target is loaded in")
-    logging_steps: int = cfg_field(10, help="log every N steps")
-    save_steps: int = cfg_field(500, help="checkpoint every N steps")
-    save_total_limit: int = cfg_field(2, help="checkpoints kept per run")
     resume: bool = cfg_field(True, help="continue each run from its last checkpoint")
-    deepspeed: str | None = cfg_field(None, help="DeepSpeed JSON config path")
-    report_to: str = cfg_field("none", help="Trainer report_to (none, tensorboard, wandb)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, prefix: str = "") -> EagleTrainConfig:
+        """As :meth:`ConfigBase.from_dict`; a key of the old flat layout is named with its new place."""
+        for key in data or {}:
+            if key in MOVED_KEYS:
+                raise ConfigError(
+                    f"config key {prefix + key!r} moved to {prefix + MOVED_KEYS[key]!r}: the "
+                    "optimiser and loss settings are the optim: and loss: sections (the "
+                    "pipeline's names)"
+                )
+        return super().from_dict(data, prefix)
 
     def validate(self) -> None:
-        """Check choices and ranges."""
+        """Check choices and ranges (optim and loss check themselves)."""
         super().validate()
         check_choice("head", self.head, ("eagle1", "eagle3"))
         check_choice("features", self.features, ("online", "offline"))
         check_choice("chat_template", self.chat_template, CHAT_MODES)
-        check_range("k", self.k, 0.0, 1.0, low_open=True, hint="AdaSPEC paper uses 0.4")
         check_range("ttt_steps", self.ttt_steps, 1)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("lr", self.lr, 0.0, low_open=True)
+        if self.loss.selection != "delta":
+            raise ConfigError(
+                f"loss.selection must be 'delta' for EAGLE heads (they rank tokens by ΔL "
+                f"against the reference head), got {self.loss.selection!r}"
+            )
         for run in self.runs:
             check_choice("runs[]", run, RUNS)
         if "adaspec" in self.runs and "reference" not in self.runs and not self.reference_head:
@@ -129,7 +169,7 @@ def _examples(config: EagleTrainConfig, tokenizer: Any) -> list[dict[str, list[i
 
 
 def _new_head(config: EagleTrainConfig, target: Any, feats: list[dict]) -> Any:
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.optim.seed)
     if config.head == "eagle1":
         head = build_head(target.config, "eagle1")
     else:
@@ -179,7 +219,7 @@ def dump_features(
         out,
         aux_layers=aux,
         shard_size=config.shard_size,
-        batch_size=config.batch_size,
+        batch_size=config.optim.per_device_batch_size,
         dtype=getattr(torch, config.feature_dtype),
         log=logger.warning,
     )
@@ -190,35 +230,14 @@ def _train_one(
 ) -> tuple[str, dict[str, float]]:
     out_dir = Path(config.output_dir) / run
     settings = LossSettings(
-        k=config.k if run == "adaspec" else 1.0,
-        divergence=config.divergence,
-        scope=config.scope,
+        selective=config.loss if run == "adaspec" else config.loss.plain_kd(),
         v_w=config.v_w,
         p_w=config.p_w,
         ttt_steps=config.ttt_steps,
         noise=config.noise,
     )
     head = _new_head(config, target, feats)
-    kwargs = dict(
-        output_dir=str(out_dir),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        remove_unused_columns=False,
-        report_to=config.report_to,
-        deepspeed=config.deepspeed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    args = TrainingArguments(**kwargs)
+    args = training_arguments(config.optim, out_dir, run_name=run)
     pad = target.config.pad_token_id if target.config.pad_token_id is not None else 0
     trainer = EagleTrainer(
         model=HeadTrainingModule(head, settings),

@@ -18,20 +18,23 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer
 
+from adaspec.losses import SelectiveLossSettings
 from adaspec_eagle.checkpoint import WEIGHTS_NAME, save_head
 from adaspec_eagle.features import features_from_batch
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
-from adaspec_eagle.losses import EagleLossOutput, eagle1_loss, eagle3_loss
+from adaspec_eagle.losses import PLAIN_EAGLE, EagleLossOutput, eagle1_loss, eagle3_loss
 from adaspec_eagle.unroll import eagle1_forward, eagle3_targets, eagle3_unroll
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossSettings:
-    """How the head's loss is computed (``k = 1`` or no reference head: plain EAGLE)."""
+    """How a head's loss is computed: the shared AdaSPEC settings plus EAGLE's own weights.
 
-    k: float = 1.0
-    divergence: str = "forward_kl"
-    scope: str = "batch"
+    ``selective`` (``k``, divergence, scope, ...) filters the token loss; its ``k = 1`` (the
+    default) or no reference head is plain EAGLE.
+    """
+
+    selective: SelectiveLossSettings = PLAIN_EAGLE
     v_w: float = 1.0
     p_w: float = 0.1
     ttt_steps: int = 7
@@ -47,18 +50,13 @@ class HeadTrainingModule(nn.Module):
         self.head = head
         self.settings = settings
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        loss_mask: torch.Tensor,
-        aux: torch.Tensor | None = None,
-    ) -> Any:
-        """EAGLE-1: :class:`~adaspec_eagle.unroll.Eagle1Outputs`; EAGLE-3: logits per TTT step."""
-        return head_pass(
-            self.head, self.settings, hidden, input_ids, attention_mask, loss_mask, aux
-        )
+    def forward(self, *inputs: torch.Tensor | None) -> Any:
+        """:func:`head_pass` of the wrapped head (EAGLE-1 outputs, or EAGLE-3 logits per step).
+
+        Args:
+            *inputs: ``hidden, input_ids, attention_mask, loss_mask, aux`` as :func:`head_pass`.
+        """
+        return head_pass(self.head, self.settings, *inputs)
 
 
 def head_pass(
@@ -89,15 +87,7 @@ def head_loss(
     """Compute the loss of one head pass (AdaSPEC-filtered when ``ref_out`` is given)."""
     if isinstance(head, Eagle3Head):
         targets = eagle3_targets(head, target_logits, loss_mask, len(out))
-        return eagle3_loss(
-            out,
-            targets,
-            ref_out,
-            k=settings.k,
-            decay=settings.decay,
-            divergence=settings.divergence,
-            scope=settings.scope,
-        )
+        return eagle3_loss(out, targets, ref_out, settings.selective, decay=settings.decay)
     return eagle1_loss(
         out.pred_features,
         out.target_features,
@@ -105,11 +95,9 @@ def head_loss(
         out.target_logits,
         out.loss_mask,
         ref_logits=ref_out.logits if ref_out is not None else None,
-        k=settings.k,
+        settings=settings.selective,
         v_w=settings.v_w,
         p_w=settings.p_w,
-        divergence=settings.divergence,
-        scope=settings.scope,
     )
 
 
@@ -154,7 +142,7 @@ class EagleTrainer(Trainer):
         args = (hidden, feats.input_ids, feats.attention_mask, feats.loss_mask, aux)
         out = model(*args)
         ref_out = None
-        if self.ref_head is not None and self.settings.k < 1.0:
+        if self.ref_head is not None and self.settings.selective.k < 1.0:
             with torch.no_grad():
                 ref_out = head_pass(self.ref_head, self.settings, *args)
         res = head_loss(head, out, feats.logits, feats.loss_mask, self.settings, ref_out)

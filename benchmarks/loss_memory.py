@@ -119,7 +119,7 @@ def naive_step(x: dict[str, torch.Tensor], k: float) -> torch.Tensor:
 
 
 def chunked_step(x: dict[str, torch.Tensor], k: float, chunk_size: int) -> torch.Tensor:
-    from adaspec.losses import chunked_adaspec_loss
+    from adaspec.losses import SelectiveLossSettings, chunked_adaspec_loss
 
     out = chunked_adaspec_loss(
         x["draft_hidden"],
@@ -129,8 +129,7 @@ def chunked_step(x: dict[str, torch.Tensor], k: float, chunk_size: int) -> torch
         x["ref_hidden"],
         x["ref_weight"],
         valid=x["valid"],
-        k=k,
-        chunk_size=chunk_size,
+        settings=SelectiveLossSettings(k=k, chunk_size=chunk_size),
     )
     out.loss.backward()
     return out.loss.detach()

@@ -204,9 +204,13 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name in hints}
 
 
-@dataclasses.dataclass
 class ConfigBase:
-    """Base class: YAML loading with unknown-key rejection, validation, and saving."""
+    """Base class: YAML loading with unknown-key rejection, validation, and saving.
+
+    Subclasses are dataclasses (frozen or not: the base itself is a plain class with no fields,
+    so a frozen settings object such as :class:`adaspec.losses.SelectiveLossSettings` can derive
+    from it too).
+    """
 
     def validate(self) -> None:
         """Check types, ranges and choices; subclasses extend and call ``super().validate()`` first.

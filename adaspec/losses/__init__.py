@@ -1,20 +1,17 @@
 """AdaSPEC selective knowledge-distillation losses (pure torch).
 
-Per-token divergences (:mod:`.divergences`), token selection (:mod:`.selection`), reduction
-(:mod:`.reduction`), the full-logits loss (:mod:`.selective`) and the memory-lean chunked loss
-from hidden states (:mod:`.chunked`).
+One frozen settings object (:mod:`.settings`), per-token divergences (:mod:`.divergences`),
+token selection (:mod:`.selection`), reduction (:mod:`.reduction`), the full-logits loss
+(:mod:`.selective`) and the memory-lean chunked loss from hidden states (:mod:`.chunked`).
 """
 
 from adaspec.losses.chunked import ChunkedAdaSPECLoss, chunked_adaspec_loss
 from adaspec.losses.divergences import DIVERGENCES, token_divergence
+from adaspec.losses.output import SelectiveLossOutput
 from adaspec.losses.reduction import REDUCTIONS, reduce_token_loss
 from adaspec.losses.selection import SCOPES, check_k, select_tokens
-from adaspec.losses.selective import (
-    AdaSPECLoss,
-    SelectiveLossOutput,
-    adaspec_token_loss,
-    shift_for_causal_lm,
-)
+from adaspec.losses.selective import AdaSPECLoss, adaspec_token_loss, shift_for_causal_lm
+from adaspec.losses.settings import SelectiveLossSettings
 
 __all__ = [
     "DIVERGENCES",
@@ -23,6 +20,7 @@ __all__ = [
     "AdaSPECLoss",
     "ChunkedAdaSPECLoss",
     "SelectiveLossOutput",
+    "SelectiveLossSettings",
     "adaspec_token_loss",
     "check_k",
     "chunked_adaspec_loss",

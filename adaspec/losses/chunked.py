@@ -31,21 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adaspec.losses.divergences import check_divergence, token_divergence
-from adaspec.losses.reduction import check_reduction, resolve_denominator
-from adaspec.losses.selection import (
-    check_k,
-    check_scope,
-    check_signal,
-    draft_entropy,
-    select_tokens,
-    selection_score,
-)
-from adaspec.losses.selective import SelectiveLossOutput, selection_stats
+from adaspec.losses.output import SelectiveLossOutput, selection_stats
+from adaspec.losses.reduction import resolve_denominator
+from adaspec.losses.selection import draft_entropy, select_tokens, selection_score
+from adaspec.losses.settings import DEFAULT_SETTINGS, SelectiveLossSettings
 
 __all__ = ["ChunkedAdaSPECLoss", "chunked_adaspec_loss"]
-
-DEFAULT_CHUNK_SIZE = 1024
 
 
 def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, vocab_size: int) -> Tensor:
@@ -67,8 +58,7 @@ class _KeptDivergenceSum(torch.autograd.Function):
         t_weight: Tensor,
         t_bias: Tensor | None,
         vocab_size: int,
-        chunk_size: int,
-        kw: dict[str, Any],
+        settings: SelectiveLossSettings,
     ) -> Tensor:
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.zeros_like(hidden) if need_h else None
@@ -80,13 +70,14 @@ class _KeptDivergenceSum(torch.autograd.Function):
         )
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         w = weight[:vocab_size]
+        chunk_size = settings.chunk_size
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start : start + chunk_size]
             z = _logits(h, weight, bias, vocab_size)
             tz = _logits(t_hidden[start : start + chunk_size], t_weight, t_bias, vocab_size)
             with torch.enable_grad():
                 zf = z.detach().float().requires_grad_(True)
-                per = token_divergence(zf, tz, **kw).sum()
+                per = settings.divergence_of(zf, tz).sum()
                 (dz,) = torch.autograd.grad(per, zf)
             total += per.detach()
             del z, tz, zf, per
@@ -113,7 +104,7 @@ class _KeptDivergenceSum(torch.autograd.Function):
         out_h = (grad_h * g.to(grad_h.dtype)) if grad_h is not None else None
         out_w = (grad_w * g).to(w_dtype) if grad_w is not None else None
         out_b = (grad_b * g).to(b_dtype) if grad_b is not None else None
-        return out_h, out_w, out_b, None, None, None, None, None, None
+        return out_h, out_w, out_b, None, None, None, None, None
 
 
 def _check_head(
@@ -170,20 +161,14 @@ def chunked_adaspec_loss(
     ref_hidden: Tensor | None = None,
     ref_weight: Tensor | None = None,
     valid: Tensor | None = None,
-    k: float = 0.4,
-    divergence: str = "forward_kl",
-    temperature: float = 1.0,
-    beta: float = 0.5,
-    scope: str = "batch",
-    reduction: str = "sum",
     num_items_in_batch: int | Tensor | None = None,
     group: dist.ProcessGroup | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    settings: SelectiveLossSettings = DEFAULT_SETTINGS,
     draft_bias: Tensor | None = None,
     target_bias: Tensor | None = None,
     ref_bias: Tensor | None = None,
     vocab_size: int | None = None,
-    signal: str = "delta",
 ) -> SelectiveLossOutput:
     """AdaSPEC loss from hidden states, chunked so no ``[N, V]`` tensor is ever built.
 
@@ -199,34 +184,20 @@ def chunked_adaspec_loss(
         ref_hidden: ``[N, H_r]`` reference hidden states, or ``None`` for plain KD.
         ref_weight: ``[V_r, H_r]`` reference LM-head weight (given iff ``ref_hidden`` is).
         valid: Bool ``[N]`` (token layout) of tokens that count; ``None`` = all.
-        k: Keep fraction in ``(0, 1]``.
-        divergence: One of ``DIVERGENCES``.
-        temperature: Softmax temperature.
-        beta: JSD mixture weight.
-        scope: ``"batch"``, ``"sequence"`` or ``"global"``.
-        reduction: ``"sum"`` or ``"mean"``.
         num_items_in_batch: Valid tokens of the accumulated batch; ``None`` = valid tokens here.
         group: Process group for ``scope="global"``.
-        chunk_size: Tokens per ``[chunk, V]`` block (memory/speed trade-off).
+        settings: The loss settings; ``settings.chunk_size`` tokens per ``[chunk, V]`` block.
         draft_bias: ``[V_d]`` LM-head bias or ``None``.
         target_bias: ``[V_t]`` or ``None``.
         ref_bias: ``[V_r]`` or ``None``.
         vocab_size: Use only the first ``vocab_size`` logit columns (drops padded embedding
             rows); ``None`` requires all heads to have the same number of rows.
-        signal: What tokens are ranked by (see :func:`adaspec.losses.adaspec_token_loss`).
 
     Returns:
         :class:`SelectiveLossOutput`; ``loss`` is differentiable w.r.t. ``draft_hidden``,
         ``draft_weight`` and ``draft_bias``; ``per_token`` and ``delta`` are detached.
 
     """
-    k = check_k(k)
-    check_divergence(divergence)
-    check_scope(scope)
-    check_reduction(reduction)
-    check_signal(signal)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if (ref_hidden is None) != (ref_weight is None):
         raise ValueError("ref_hidden and ref_weight must be given together (or both None)")
     layout = draft_hidden.shape[:-1]
@@ -237,8 +208,7 @@ def chunked_adaspec_loss(
         _check_head("ref", ref_hidden, ref_weight, ref_bias, layout)
         weights["ref"] = ref_weight
     vocab = _resolve_vocab(weights, vocab_size)
-    kw = {"kind": divergence, "temperature": temperature, "beta": beta}
-    token_divergence(torch.zeros(1, 2), torch.zeros(1, 2), **kw)  # validate temperature/beta
+    chunk_size = settings.chunk_size
 
     device = draft_hidden.device
     if valid is None:
@@ -259,7 +229,7 @@ def chunked_adaspec_loss(
     # Pass 1: per-token L_draft and L_ref of valid tokens, chunk by chunk, no graph.
     draft_l = torch.zeros(n_valid, dtype=torch.float32, device=device)
     ref_l = torch.zeros_like(draft_l) if ref_hidden is not None else None
-    entropy_l = torch.zeros_like(draft_l) if signal == "student_entropy" else None
+    entropy_l = torch.zeros_like(draft_l) if settings.selection == "student_entropy" else None
     with torch.no_grad():
         for start in range(0, n_valid, chunk_size):
             rows = valid_idx[start : start + chunk_size]
@@ -270,15 +240,15 @@ def chunked_adaspec_loss(
                 draft_bias.detach() if draft_bias is not None else None,
                 vocab,
             )
-            draft_l[start : start + rows.numel()] = token_divergence(dz, tz, **kw)
+            draft_l[start : start + rows.numel()] = settings.divergence_of(dz, tz)
             if entropy_l is not None:
-                entropy_l[start : start + rows.numel()] = draft_entropy(dz, temperature)
+                entropy_l[start : start + rows.numel()] = draft_entropy(dz, settings.temperature)
             del dz
             if ref_l is not None:
                 r_h = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1]).index_select(0, rows)
                 rb = ref_bias.detach() if ref_bias is not None else None
                 rz = _logits(r_h, ref_weight.detach(), rb, vocab)
-                ref_l[start : start + rows.numel()] = token_divergence(rz, tz, **kw)
+                ref_l[start : start + rows.numel()] = settings.divergence_of(rz, tz)
                 del rz
             del tz
 
@@ -290,8 +260,12 @@ def chunked_adaspec_loss(
         delta = per_token - ref_per_token
     if entropy_l is not None:
         entropy = zeros.index_copy(0, valid_idx, entropy_l).view(layout)
-    score = selection_score(signal, per_token, ref_per_token, entropy)
-    kept = valid.clone() if score is None else select_tokens(score, valid, k, scope, group)
+    score = selection_score(settings.selection, per_token, ref_per_token, entropy)
+    kept = (
+        valid.clone()
+        if score is None
+        else select_tokens(score, valid, settings.k, settings.scope, group)
+    )
 
     # Pass 2: loss (and fused gradients) over kept tokens only.
     kept_idx = kept.reshape(-1).nonzero().squeeze(1)
@@ -308,99 +282,39 @@ def chunked_adaspec_loss(
             t_w,
             t_b,
             vocab,
-            chunk_size,
-            kw,
+            settings,
         )
     else:
         total = per_token.reshape(-1).index_select(0, kept_idx).sum()
-    denom = resolve_denominator(reduction, kept, num_items_in_batch, n_valid, device)
+    denom = resolve_denominator(settings.reduction, kept, num_items_in_batch, n_valid, device)
     loss = total / denom
     stats = selection_stats(per_token, ref_per_token, valid, kept)
     return SelectiveLossOutput(loss=loss, kept=kept, per_token=per_token, delta=delta, stats=stats)
 
 
 class ChunkedAdaSPECLoss(nn.Module):
-    """Module wrapper of :func:`chunked_adaspec_loss`.
+    """Module form of :func:`chunked_adaspec_loss`: the settings are fixed at construction.
 
     Args:
-        k: Keep fraction in ``(0, 1]``.
-        divergence: One of ``DIVERGENCES``.
-        temperature: Softmax temperature.
-        beta: JSD mixture weight.
-        scope: ``"batch"``, ``"sequence"`` or ``"global"``.
-        reduction: ``"sum"`` or ``"mean"``.
-        chunk_size: Tokens per ``[chunk, V]`` block.
+        settings: The loss settings (``settings.chunk_size`` tokens per ``[chunk, V]`` block).
         vocab_size: True vocabulary size when LM heads are padded (``None``: all rows).
 
     """
 
-    def __init__(
-        self,
-        k: float = 0.4,
-        divergence: str = "forward_kl",
-        temperature: float = 1.0,
-        beta: float = 0.5,
-        scope: str = "batch",
-        reduction: str = "sum",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        vocab_size: int | None = None,
-    ) -> None:
+    def __init__(self, settings: SelectiveLossSettings, vocab_size: int | None = None) -> None:
         super().__init__()
-        self.k = check_k(k)
-        self.divergence = check_divergence(divergence)
-        token_divergence(torch.zeros(1, 2), torch.zeros(1, 2), divergence, temperature, beta)
-        self.temperature = float(temperature)
-        self.beta = float(beta)
-        self.scope = check_scope(scope)
-        self.reduction = check_reduction(reduction)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        self.chunk_size = chunk_size
+        self.settings = settings
         self.vocab_size = vocab_size
 
     def extra_repr(self) -> str:  # noqa: D102
-        return (
-            f"k={self.k}, divergence={self.divergence!r}, temperature={self.temperature}, "
-            f"beta={self.beta}, scope={self.scope!r}, reduction={self.reduction!r}, "
-            f"chunk_size={self.chunk_size}, vocab_size={self.vocab_size}"
-        )
+        return f"{self.settings!r}, vocab_size={self.vocab_size}"
 
-    def forward(
-        self,
-        draft_hidden: Tensor,
-        draft_weight: Tensor,
-        target_hidden: Tensor,
-        target_weight: Tensor,
-        ref_hidden: Tensor | None = None,
-        ref_weight: Tensor | None = None,
-        valid: Tensor | None = None,
-        num_items_in_batch: int | Tensor | None = None,
-        *,
-        draft_bias: Tensor | None = None,
-        target_bias: Tensor | None = None,
-        ref_bias: Tensor | None = None,
-        group: dist.ProcessGroup | None = None,
-    ) -> SelectiveLossOutput:
-        """See :func:`chunked_adaspec_loss` (same shapes)."""
+    def forward(self, *args: Any, **kwargs: Any) -> SelectiveLossOutput:
+        """:func:`chunked_adaspec_loss` with this Module's ``settings`` and ``vocab_size``.
+
+        Takes the function's other arguments, in its order: the six head tensors, ``valid``,
+        ``num_items_in_batch``, ``group``, and the biases by keyword.
+        """
         return chunked_adaspec_loss(
-            draft_hidden,
-            draft_weight,
-            target_hidden,
-            target_weight,
-            ref_hidden,
-            ref_weight,
-            valid,
-            k=self.k,
-            divergence=self.divergence,
-            temperature=self.temperature,
-            beta=self.beta,
-            scope=self.scope,
-            reduction=self.reduction,
-            num_items_in_batch=num_items_in_batch,
-            group=group,
-            chunk_size=self.chunk_size,
-            draft_bias=draft_bias,
-            target_bias=target_bias,
-            ref_bias=ref_bias,
-            vocab_size=self.vocab_size,
+            *args, settings=self.settings, vocab_size=self.vocab_size, **kwargs
         )

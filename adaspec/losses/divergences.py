@@ -27,7 +27,7 @@ from torch import Tensor
 
 DIVERGENCES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd", "tv")
 
-__all__ = ["DIVERGENCES", "check_divergence", "token_divergence"]
+__all__ = ["DIVERGENCES", "check_divergence", "check_temperature_beta", "token_divergence"]
 
 
 def check_divergence(kind: str) -> str:
@@ -48,7 +48,8 @@ def check_divergence(kind: str) -> str:
     return kind
 
 
-def _check_temperature_beta(temperature: float, beta: float) -> None:
+def check_temperature_beta(temperature: float, beta: float) -> None:
+    """Validate the softmax temperature (finite, ``> 0``) and the JSD weight (in ``[0, 1]``)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if temperature <= 0:
@@ -124,9 +125,15 @@ def token_divergence(
 
     """
     check_divergence(kind)
-    _check_temperature_beta(temperature, beta)
+    check_temperature_beta(temperature, beta)
     _check_logit_shapes(student_logits, teacher_logits)
+    return divergence_unchecked(student_logits, teacher_logits, kind, temperature, beta)
 
+
+def divergence_unchecked(
+    student_logits: Tensor, teacher_logits: Tensor, kind: str, temperature: float, beta: float
+) -> Tensor:
+    """:func:`token_divergence` for settings validated already (no checks: a loss's inner loop)."""
     s = student_logits.float()
     t = teacher_logits.float()
     if temperature != 1.0:

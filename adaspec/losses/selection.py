@@ -110,7 +110,6 @@ def selection_score(
         The ``[...]`` score, or ``None`` for ``"delta"`` without a reference (then every token
         is kept: plain KD, as the reference stage and DistillSpec).
     """
-    check_signal(signal)
     draft_loss = draft_loss.detach()
     if signal == "delta":
         return None if ref_loss is None else draft_loss - ref_loss.detach()
@@ -118,6 +117,8 @@ def selection_score(
         return torch.rand(draft_loss.shape, device=draft_loss.device)
     if signal == "draft_loss":
         return draft_loss
+    if signal != "student_entropy":
+        check_signal(signal)  # an unknown name (settings were checked when built): raises
     if entropy is None:
         raise ValueError("selection signal 'student_entropy' needs the draft entropy per token")
     return entropy.detach().float()

@@ -4,7 +4,11 @@ For every valid (response) token: ``L_draft = D(p_target, q_draft)``,
 ``L_ref = D(p_target, q_ref)``, ``ΔL = L_draft - L_ref``. Tokens with
 ``ΔL >= quantile(ΔL, 1 - k)`` are kept and the loss is
 ``sum(L_draft[kept]) / num_items_in_batch`` (``reduction="sum"``) or the mean over kept tokens.
-Math is float32 whatever the logits dtype. The target and reference receive no gradient.
+Math is float32 whatever the logits dtype. The target and reference receive no gradient. The
+three steps read top to bottom in :func:`adaspec_token_loss`: divergence
+(:meth:`SelectiveLossSettings.divergence_of`), selection (:func:`select_tokens`), reduction
+(:func:`reduce_token_loss`); every setting comes from one validated
+:class:`~adaspec.losses.settings.SelectiveLossSettings`.
 
 For long sequences / large vocabularies use :func:`adaspec.losses.chunked_adaspec_loss`, which
 gives the same loss and gradients without materialising ``[N, V]`` logits.
@@ -12,23 +16,14 @@ gives the same loss and gradients without materialising ``[N, V]`` logits.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from adaspec.losses.divergences import check_divergence, token_divergence
-from adaspec.losses.reduction import check_reduction, reduce_token_loss
-from adaspec.losses.selection import (
-    check_k,
-    check_scope,
-    check_signal,
-    draft_entropy,
-    select_tokens,
-    selection_score,
-)
+from adaspec.losses.output import SelectiveLossOutput, selection_stats
+from adaspec.losses.reduction import reduce_token_loss
+from adaspec.losses.selection import draft_entropy, select_tokens, selection_score
+from adaspec.losses.settings import SelectiveLossSettings
 
 __all__ = [
     "AdaSPECLoss",
@@ -37,67 +32,6 @@ __all__ = [
     "selection_stats",
     "shift_for_causal_lm",
 ]
-
-
-@dataclass
-class SelectiveLossOutput:
-    """Result of an AdaSPEC loss call.
-
-    Attributes:
-        loss: Scalar float32 loss (differentiable w.r.t. the draft).
-        kept: Bool ``[...]`` (token layout of the input): tokens that entered the loss.
-        per_token: Float32 ``[...]`` ``L_draft`` per token, ``0`` at invalid positions.
-            Differentiable on the plain path; detached on the chunked path.
-        delta: Float32 ``[...]`` ``ΔL = L_draft - L_ref`` (detached, ``0`` at invalid
-            positions), or ``None`` without a reference model.
-        stats: Python floats for logging: ``kept_fraction`` (kept / valid), ``mean_delta``,
-            ``mean_draft_loss``, ``mean_ref_loss`` (means over valid tokens of this micro-batch;
-            ``mean_delta`` and ``mean_ref_loss`` are NaN without a reference model),
-            ``num_valid``, ``num_kept``.
-
-    """
-
-    loss: Tensor
-    kept: Tensor
-    per_token: Tensor
-    delta: Tensor | None
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-def selection_stats(
-    per_token: Tensor, ref_per_token: Tensor | None, valid: Tensor, kept: Tensor
-) -> dict[str, float]:
-    """Compute logging statistics with a single device-to-host copy.
-
-    Args:
-        per_token: ``[...]`` ``L_draft`` (zeros at invalid positions).
-        ref_per_token: ``[...]`` ``L_ref`` (zeros at invalid positions) or ``None``.
-        valid: Bool ``[...]`` valid tokens.
-        kept: Bool ``[...]`` kept tokens.
-
-    Returns:
-        Dict with the keys documented on :class:`SelectiveLossOutput`.
-
-    """
-    with torch.no_grad():
-        v = valid.to(torch.float32)
-        draft = per_token.detach().float()
-        ref = ref_per_token.detach().float() if ref_per_token is not None else torch.zeros_like(v)
-        num_valid, num_kept = v.sum(), kept.sum().to(torch.float32)
-        packed = torch.stack(
-            [num_valid, num_kept, (draft * v).sum(), (ref * v).sum(), ((draft - ref) * v).sum()]
-        ).tolist()
-    n_valid, n_kept, s_draft, s_ref, s_delta = packed
-    denom = max(n_valid, 1.0)
-    has_ref = ref_per_token is not None
-    return {
-        "kept_fraction": n_kept / n_valid if n_valid > 0 else 0.0,
-        "mean_delta": s_delta / denom if has_ref else math.nan,
-        "mean_draft_loss": s_draft / denom,
-        "mean_ref_loss": s_ref / denom if has_ref else math.nan,
-        "num_valid": n_valid,
-        "num_kept": n_kept,
-    }
 
 
 def shift_for_causal_lm(
@@ -145,21 +79,15 @@ def adaspec_token_loss(
     target_logits: Tensor,
     ref_logits: Tensor | None,
     valid: Tensor,
-    k: float = 0.4,
-    divergence: str = "forward_kl",
-    temperature: float = 1.0,
-    beta: float = 0.5,
-    scope: str = "batch",
-    reduction: str = "sum",
+    settings: SelectiveLossSettings,
     num_items_in_batch: int | Tensor | None = None,
     group: dist.ProcessGroup | None = None,
-    signal: str = "delta",
 ) -> SelectiveLossOutput:
     """AdaSPEC selective KD loss on full logits.
 
     Divergences are evaluated only on valid positions (invalid rows may hold anything). With
-    ``ref_logits=None`` it is plain KD over every valid token; ``k = 1`` also keeps every valid
-    token (same loss as plain KD).
+    ``ref_logits=None`` and the ``"delta"`` selection it is plain KD over every valid token;
+    ``k = 1`` also keeps every valid token (same loss as plain KD).
 
     Args:
         draft_logits: ``[B, T, V]`` or ``[N, V]`` draft (student) logits, already aligned with
@@ -167,28 +95,17 @@ def adaspec_token_loss(
         target_logits: Same shape, target (teacher) logits; detached (no gradient).
         ref_logits: Same shape, reference-model logits (detached), or ``None`` for plain KD.
         valid: Bool ``[B, T]`` or ``[N]``: tokens that count (response tokens).
-        k: Keep fraction in ``(0, 1]`` (paper: 0.4).
-        divergence: One of ``DIVERGENCES`` (paper: ``"forward_kl"``).
-        temperature: Softmax temperature (see :func:`token_divergence` for the ``T**2`` rule).
-        beta: JSD mixture weight.
-        scope: ``"batch"`` (paper), ``"sequence"`` (needs ``[B, T]``) or ``"global"``.
-        reduction: ``"sum"`` (divide by ``num_items_in_batch``) or ``"mean"`` (over kept).
+        settings: ``k``, divergence, temperature, beta, scope, reduction and selection signal
+            (``scope="sequence"`` needs ``[B, T]``; the signals other than ``"delta"`` need no
+            reference).
         num_items_in_batch: Valid tokens of the accumulated batch; ``None`` = valid tokens of
             this micro-batch.
         group: Process group for ``scope="global"``.
-        signal: What tokens are ranked by (:data:`adaspec.losses.selection.SIGNALS`):
-            ``"delta"`` (AdaSPEC, ΔL), or the controls ``"random"``, ``"draft_loss"``,
-            ``"student_entropy"``, which need no reference.
 
     Returns:
         :class:`SelectiveLossOutput` (``per_token``/``delta``/``kept`` in ``valid``'s layout).
 
     """
-    k = check_k(k)
-    check_signal(signal)
-    check_divergence(divergence)
-    check_scope(scope)
-    check_reduction(reduction)
     _check_token_inputs(draft_logits, target_logits, "target_logits")
     _check_token_inputs(draft_logits, ref_logits, "ref_logits")
     if valid.shape != draft_logits.shape[:-1]:
@@ -197,67 +114,53 @@ def adaspec_token_loss(
             f"got {tuple(valid.shape)}"
         )
     valid = valid.to(torch.bool)
-    kw = {"kind": divergence, "temperature": temperature, "beta": beta}
     target_valid = target_logits.detach()[valid]
 
+    # 1. Divergence: L_draft (with gradient) and L_ref (without) on the valid tokens.
     zeros = torch.zeros(valid.shape, dtype=torch.float32, device=draft_logits.device)
-    draft_valid = token_divergence(draft_logits[valid], target_valid, **kw)
-    per_token = zeros.masked_scatter(valid, draft_valid)
-
-    ref_per_token = delta = None
+    per_token = zeros.masked_scatter(
+        valid, settings.divergence_of(draft_logits[valid], target_valid)
+    )
+    ref_per_token = delta = entropy = None
     if ref_logits is not None:
         with torch.no_grad():
-            ref_valid = token_divergence(ref_logits.detach()[valid], target_valid, **kw)
+            ref_valid = settings.divergence_of(ref_logits.detach()[valid], target_valid)
             ref_per_token = zeros.masked_scatter(valid, ref_valid)
             delta = per_token.detach() - ref_per_token
-    entropy = None
-    if signal == "student_entropy":
-        entropy = zeros.masked_scatter(valid, draft_entropy(draft_logits[valid], temperature))
-    score = selection_score(signal, per_token, ref_per_token, entropy)
-    kept = valid.clone() if score is None else select_tokens(score, valid, k, scope, group)
+    if settings.selection == "student_entropy":
+        draft_h = draft_entropy(draft_logits[valid], settings.temperature)
+        entropy = zeros.masked_scatter(valid, draft_h)
 
-    loss = reduce_token_loss(per_token, kept, num_items_in_batch, reduction, num_valid=valid.sum())
+    # 2. Selection: the top-k fraction by the signal (every valid token without one).
+    score = selection_score(settings.selection, per_token, ref_per_token, entropy)
+    kept = (
+        valid.clone()
+        if score is None
+        else select_tokens(score, valid, settings.k, settings.scope, group)
+    )
+
+    # 3. Reduction over the kept tokens.
+    loss = reduce_token_loss(
+        per_token, kept, num_items_in_batch, settings.reduction, num_valid=valid.sum()
+    )
     stats = selection_stats(per_token, ref_per_token, valid, kept)
     return SelectiveLossOutput(loss=loss, kept=kept, per_token=per_token, delta=delta, stats=stats)
 
 
 class AdaSPECLoss(nn.Module):
-    """Module wrapper of :func:`adaspec_token_loss` (validates its settings at construction).
+    """Module form of :func:`adaspec_token_loss`: the settings are fixed at construction.
 
     Args:
-        k: Keep fraction in ``(0, 1]``.
-        divergence: One of ``DIVERGENCES``.
-        temperature: Softmax temperature.
-        beta: JSD mixture weight.
-        scope: ``"batch"``, ``"sequence"`` or ``"global"``.
-        reduction: ``"sum"`` or ``"mean"``.
+        settings: The loss settings (validated when they were built).
 
     """
 
-    def __init__(
-        self,
-        k: float = 0.4,
-        divergence: str = "forward_kl",
-        temperature: float = 1.0,
-        beta: float = 0.5,
-        scope: str = "batch",
-        reduction: str = "sum",
-    ) -> None:
+    def __init__(self, settings: SelectiveLossSettings) -> None:
         super().__init__()
-        self.k = check_k(k)
-        self.divergence = check_divergence(divergence)
-        # Validate temperature and beta eagerly with a tiny call.
-        token_divergence(torch.zeros(1, 2), torch.zeros(1, 2), divergence, temperature, beta)
-        self.temperature = float(temperature)
-        self.beta = float(beta)
-        self.scope = check_scope(scope)
-        self.reduction = check_reduction(reduction)
+        self.settings = settings
 
     def extra_repr(self) -> str:  # noqa: D102
-        return (
-            f"k={self.k}, divergence={self.divergence!r}, temperature={self.temperature}, "
-            f"beta={self.beta}, scope={self.scope!r}, reduction={self.reduction!r}"
-        )
+        return repr(self.settings)
 
     def forward(
         self,
@@ -270,16 +173,5 @@ class AdaSPECLoss(nn.Module):
     ) -> SelectiveLossOutput:
         """See :func:`adaspec_token_loss` (same shapes)."""
         return adaspec_token_loss(
-            draft_logits,
-            target_logits,
-            ref_logits,
-            valid,
-            k=self.k,
-            divergence=self.divergence,
-            temperature=self.temperature,
-            beta=self.beta,
-            scope=self.scope,
-            reduction=self.reduction,
-            num_items_in_batch=num_items_in_batch,
-            group=group,
+            draft_logits, target_logits, ref_logits, valid, self.settings, num_items_in_batch, group
         )

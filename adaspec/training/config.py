@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from adaspec.config import ConfigBase, ConfigError, cfg_field, check_choice, check_range
-from adaspec.losses import DIVERGENCES
-from adaspec.losses.selection import SIGNALS
+from adaspec.losses import SelectiveLossSettings
 
-SCOPES = ("batch", "sequence", "global")
-REDUCTIONS = ("sum", "mean")
 K_SCHEDULES = ("constant", "step", "linear")
 BUDGETS = ("equal_steps", "equal_tokens")
 TOKEN_BUDGET_SCALINGS = ("steps", "batch")
@@ -106,36 +103,18 @@ class OptimConfig(ConfigBase):
             check_choice("report_to entry", name, ("tensorboard", "wandb", "none", "all"))
 
 
-@dataclass
-class LossConfig(ConfigBase):
-    """The distillation loss of the reference and draft stages."""
+@dataclass(frozen=True)
+class LossConfig(SelectiveLossSettings):
+    """The distillation loss of the reference and draft stages.
 
-    k: float = cfg_field(
-        0.4, help="fraction of response tokens kept by ΔL, in (0, 1] (paper: 0.4; 1 = plain KD)"
-    )
-    divergence: str = cfg_field(
-        "forward_kl", help="per-token divergence: " + ", ".join(DIVERGENCES)
-    )
-    temperature: float = cfg_field(1.0, help="softmax temperature of both distributions (paper: 1)")
-    beta: float = cfg_field(0.5, help="mixing weight of the generalized JSD")
-    scope: str = cfg_field(
-        "batch", help="where the top-k threshold is taken: batch (paper), sequence, global"
-    )
-    reduction: str = cfg_field(
-        "sum", help="sum: Σ kept / num_items_in_batch (paper); mean: mean over kept"
-    )
+    The loss settings themselves (``k``, divergence, temperature, beta, scope, reduction,
+    selection, chunk_size: :class:`~adaspec.losses.SelectiveLossSettings`, which this extends and
+    which the loss functions take as they are), plus what only training needs: the chunked path
+    and how ``k`` moves over the optimizer steps.
+    """
+
     chunked: bool = cfg_field(
         False, help="memory-efficient path: never hold [tokens x vocab] logits whole"
-    )
-    chunk_size: int = cfg_field(
-        1024,
-        help="tokens per chunk on the chunked path (1024: 6.5% of the naive peak at 8192 x 50304, docs/benchmarks.md)",
-    )
-    selection: str = cfg_field(
-        "delta",
-        help="what the top-k tokens are ranked by: delta (AdaSPEC: L_draft - L_ref), random (the "
-        "same fraction at random, a control), draft_loss (L_draft alone), student_entropy (the "
-        "draft's entropy, arXiv 2602.01395); all but delta need no reference",
     )
     k_schedule: str = cfg_field(
         "constant",
@@ -151,18 +130,10 @@ class LossConfig(ConfigBase):
         help="fraction of the optimizer steps that a step or linear k_schedule spans, in (0, 1]",
     )
 
+    _plain_kd_resets: ClassVar[dict[str, Any]] = {"k_schedule": "constant"}
+
     def validate(self) -> None:
         super().validate()
-        check_range(
-            "k", self.k, 0.0, 1.0, low_open=True, hint="the paper uses k=0.4; k=1 is plain KD"
-        )
-        check_choice("divergence", self.divergence, DIVERGENCES)
-        check_range("temperature", self.temperature, 0.0, low_open=True)
-        check_range("beta", self.beta, 0.0, 1.0)
-        check_choice("scope", self.scope, SCOPES)
-        check_choice("reduction", self.reduction, REDUCTIONS)
-        check_range("chunk_size", self.chunk_size, 1)
-        check_choice("selection", self.selection, SIGNALS)
         check_choice("k_schedule", self.k_schedule, K_SCHEDULES)
         check_range("k_start", self.k_start, 0.0, 1.0, low_open=True)
         check_range("k_schedule_fraction", self.k_schedule_fraction, 0.0, 1.0, low_open=True)
@@ -172,10 +143,6 @@ class LossConfig(ConfigBase):
                 "a flat list of tokens): use scope 'batch' or 'global', or chunked=false"
             )
 
-    def plain_kd(self) -> LossConfig:
-        """These settings as plain KD: every response token kept throughout (k = 1)."""
-        return self.replace(k=1.0, k_schedule="constant", selection="delta")
-
     def k_at(self, progress: float) -> float:
         """The kept fraction at ``progress`` (optimizer steps done / total, in [0, 1])."""
         if self.k_schedule == "constant" or progress >= self.k_schedule_fraction:
@@ -184,22 +151,10 @@ class LossConfig(ConfigBase):
             return self.k_start
         return self.k_start + (self.k - self.k_start) * progress / self.k_schedule_fraction
 
-    def loss_kwargs(self, progress: float | None = None) -> dict[str, Any]:
-        """Keyword arguments for :func:`adaspec.losses.adaspec_token_loss`.
-
-        Args:
-            progress: Optimizer steps done / total, for a ``k_schedule``; ``None``: the final
-                ``k``.
-        """
-        return dict(
-            k=self.k if progress is None else self.k_at(progress),
-            divergence=self.divergence,
-            temperature=self.temperature,
-            beta=self.beta,
-            scope=self.scope,
-            reduction=self.reduction,
-            signal=self.selection,
-        )
+    def at(self, progress: float) -> LossConfig:
+        """The settings the loss takes at ``progress``: ``k`` as ``k_schedule`` has it then."""
+        k = self.k_at(progress)
+        return self if k == self.k else self.replace(k=k)
 
 
 @dataclass

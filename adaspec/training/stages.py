@@ -186,7 +186,7 @@ def run_stage(
             **common,
             **distill,
             target_model=target_model,
-            loss_config=(loss or LossConfig()).plain_kd(),
+            loss_config=loss,
         )
     elif stage == "draft":
         if target_model is None:

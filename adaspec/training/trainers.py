@@ -74,8 +74,11 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         target_model: The frozen target (teacher).
         ref_model: The frozen reference, distilled from the target with plain KD; ``None`` keeps
             every response token (plain KD, DistillSpec).
-        k: Kept fraction in (0, 1]; overrides ``loss_config.k`` when given.
-        loss_config: Divergence, temperature, selection scope, reduction and chunking.
+        k: Kept fraction in (0, 1] (the official snippet's argument); when given, the loss
+            settings are ``loss_config`` with this ``k``.
+        loss_config: The loss settings (:class:`LossConfig`: divergence, temperature, selection,
+            scope, reduction, chunking, the ``k`` schedule); default ``LossConfig()``, which
+            without a reference keeps every response token.
         teacher_cache: Precomputed target logits or final hidden states
             (:class:`TeacherCache`); the batches then carry ``example_index`` and the target is
             not run during training (only its ``lm_head``, for a ``"hidden"`` cache).
@@ -104,7 +107,7 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
         if target_model is None:
             raise ValueError("target_model is required: pass the frozen target (teacher) model")
         super().__init__(*args, **kwargs)
-        loss_config = loss_config or LossConfig(k=1.0 if ref_model is None else 0.4)
+        loss_config = loss_config or LossConfig()
         if k is not None:
             loss_config = loss_config.replace(k=k)
         self.loss_config = loss_config
@@ -161,8 +164,8 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
                 target_logits[:, :-1, :v],
                 ref_logits[:, :-1, :v] if ref_logits is not None else None,
                 valid,
-                num_items_in_batch=num_items_in_batch,
-                **self._loss_kwargs(),
+                self._loss_settings(),
+                num_items_in_batch,
             )
         loss = result.loss
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
@@ -177,11 +180,11 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             self._record_stats(result.stats)
         return (loss, outputs) if return_outputs else loss
 
-    def _loss_kwargs(self) -> dict[str, Any]:
+    def _loss_settings(self) -> LossConfig:
         """The loss settings at this optimizer step (``k`` follows ``loss.k_schedule``)."""
         total = self.state.max_steps or 0
         progress = self.state.global_step / total if total > 0 else 0.0
-        return self.loss_config.loss_kwargs(progress=min(progress, 1.0))
+        return self.loss_config.at(min(progress, 1.0))
 
     def _cached(
         self, cache: TeacherCache, inputs: dict[str, torch.Tensor], rows: int, device: Any
@@ -229,8 +232,8 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             target_flat,
             ref_flat,
             torch.ones(n, dtype=torch.bool, device=device),
-            num_items_in_batch=num_items_in_batch,
-            **self._loss_kwargs(),
+            self._loss_settings(),
+            num_items_in_batch,
         )
         return outputs, result
 
@@ -276,13 +279,12 @@ class AdaSPECTrainer(CheckpointCommitMixin, StatsLoggingMixin, Trainer):
             ref_hidden,
             r_head.weight if r_head is not None else None,
             valid=None,
+            settings=self._loss_settings(),
             num_items_in_batch=num_items_in_batch,
-            chunk_size=self.loss_config.chunk_size,
             draft_bias=d_head.bias,
             target_bias=t_head.bias,
             ref_bias=r_head.bias if r_head is not None else None,
             vocab_size=self.vocab_size,
-            **self._loss_kwargs(),
         )
         return outputs, result
 
@@ -314,12 +316,28 @@ def _cache_kind(
 
 
 class KDTrainer(AdaSPECTrainer):
-    """Plain forward-KL distillation on every response token (the reference stage, DistillSpec)."""
+    """Plain KD on every response token (the reference stage, DistillSpec).
 
-    def __init__(self, *args: Any, target_model: nn.Module | None = None, **kwargs: Any) -> None:
+    ``loss_config`` (default ``LossConfig()``) is taken as :meth:`LossConfig.plain_kd`: its
+    divergence, temperature and reduction, with ``k = 1`` throughout.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        target_model: nn.Module | None = None,
+        loss_config: LossConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
         if kwargs.get("ref_model") is not None:
             raise ValueError(
                 "KDTrainer takes no ref_model: use AdaSPECTrainer for selective distillation"
             )
-        kwargs.setdefault("k", 1.0)
-        super().__init__(*args, target_model=target_model, **kwargs)
+        if kwargs.get("k") not in (None, 1.0):
+            raise ValueError(
+                f"KDTrainer keeps every response token (k = 1), got k={kwargs['k']!r}: use "
+                "AdaSPECTrainer for selective distillation"
+            )
+        kwargs.pop("k", None)
+        plain = (loss_config or LossConfig()).plain_kd()
+        super().__init__(*args, target_model=target_model, loss_config=plain, **kwargs)

@@ -6,6 +6,7 @@ import yaml
 from helpers import make_tiny_model
 
 from adaspec.config import ConfigError
+from adaspec.losses import SelectiveLossSettings
 from adaspec_eagle.checkpoint import load_head
 from adaspec_eagle.features import capture_features
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
@@ -53,12 +54,19 @@ def test_adaspec_loss_uses_reference_and_keeps_fraction():
     b = _batch()
     f = capture_features(target, b["input_ids"], b["attention_mask"], b["loss_mask"],
                          head.aux_layers)  # fmt: skip
-    s = LossSettings(k=0.4, ttt_steps=2)
+    s = LossSettings(selective=SelectiveLossSettings(k=0.4), ttt_steps=2)
     out = head_pass(head, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
     with torch.no_grad():
         ref_out = head_pass(ref, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
     res = head_loss(head, out, f.logits, f.loss_mask, s, ref_out)
-    plain = head_loss(head, out, f.logits, f.loss_mask, LossSettings(k=1.0, ttt_steps=2), ref_out)
+    plain = head_loss(
+        head,
+        out,
+        f.logits,
+        f.loss_mask,
+        LossSettings(selective=SelectiveLossSettings(k=1.0), ttt_steps=2),
+        ref_out,
+    )
     for kept, all_kept in zip(res.kept, plain.kept):
         frac = float(kept.sum()) / float(all_kept.sum())
         # The 0.6-quantile threshold keeps ceil-ish 40% of the valid tokens (ties kept too).
@@ -69,9 +77,39 @@ def test_adaspec_loss_uses_reference_and_keeps_fraction():
 
 def test_eagle_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="k must be"):
-        EagleTrainConfig(target="x", k=0.0)
+        EagleTrainConfig.from_dict({"target": "x", "loss": {"k": 0.0}})
     with pytest.raises(ConfigError, match="reference"):
         EagleTrainConfig(target="x", runs=["adaspec"])
+    with pytest.raises(ConfigError, match="optim.per_device_batch_size must be in"):
+        EagleTrainConfig.from_dict({"target": "x", "optim": {"per_device_batch_size": 0}})
+    with pytest.raises(ConfigError, match="loss.selection must be 'delta'"):
+        EagleTrainConfig.from_dict({"target": "x", "loss": {"selection": "random"}})
+
+
+def test_eagle_config_names_where_an_old_flat_key_moved():
+    for key, new in [
+        ("batch_size", "optim.per_device_batch_size"),
+        ("lr", "optim.learning_rate"),
+        ("grad_accum", "optim.gradient_accumulation_steps"),
+        ("k", "loss.k"),
+    ]:
+        with pytest.raises(ConfigError, match=f"'{key}' moved to '{new}'"):
+            EagleTrainConfig.from_dict({"target": "x", key: 1})  # fmt: skip
+
+
+def test_eagle_config_shares_the_pipeline_vocabulary_with_eagle_defaults(tmp_path):
+    from adaspec.training.config import OptimConfig
+    from adaspec.training.stages import training_arguments
+
+    cfg = EagleTrainConfig.from_dict({"target": "x", "optim": {"learning_rate": 1e-3}})
+    assert isinstance(cfg.optim, OptimConfig) and isinstance(cfg.loss, SelectiveLossSettings)
+    assert (cfg.optim.learning_rate, cfg.optim.per_device_batch_size, cfg.optim.epochs) == (
+        1e-3, 8, 1.0)  # fmt: skip
+    args = training_arguments(cfg.optim, tmp_path, run_name="adaspec")
+    assert (args.learning_rate, args.per_device_train_batch_size, args.max_grad_norm) == (
+        1e-3, 8, 0.5)  # fmt: skip
+    assert (args.weight_decay, str(args.lr_scheduler_type.value)) == (0.0, "linear")
+    assert cfg.loss.plain_kd().k == 1.0 and cfg.loss.k == 0.4
 
 
 def test_run_train_reference_then_adaspec(tmp_path, tiny_tokenizer):
@@ -80,8 +118,9 @@ def test_run_train_reference_then_adaspec(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "target")
     cfg = EagleTrainConfig.from_dict({
         "target": str(tmp_path / "target"), "output_dir": str(tmp_path / "out"),
-        "head": "eagle3", "draft_vocab_size": 128, "ttt_steps": 2, "max_steps": 3,
-        "batch_size": 4, "lr": 1e-3, "logging_steps": 1, "save_steps": 2,
+        "head": "eagle3", "draft_vocab_size": 128, "ttt_steps": 2,
+        "optim": {"max_steps": 3, "per_device_batch_size": 4, "learning_rate": 1e-3,
+                  "logging_steps": 1, "save_steps": 2},
         "data": {"task": "synthetic", "num_synthetic_train": 16, "max_length": 160},
     })  # fmt: skip
     res = run_train(cfg)
@@ -89,15 +128,15 @@ def test_run_train_reference_then_adaspec(tmp_path, tiny_tokenizer):
     ref, ada = load_head(res.heads["reference"]), load_head(res.heads["adaspec"])
     assert torch.equal(ref.t2d, ada.t2d) and int(ref.t2d.sum()) == 128
     saved = yaml.safe_load((tmp_path / "out" / "adaspec_config.yaml").read_text())
-    assert saved["k"] == 0.4 and saved["head"] == "eagle3"
+    assert saved["loss"]["k"] == 0.4 and saved["head"] == "eagle3"
     record = json.loads((tmp_path / "out" / "training_data.json").read_text())
     assert record == {"training_data": {"responses": "gold"}, "chat_template": False}
     cfg_json = json.loads((tmp_path / "out" / "adaspec" / "final" / "config.json").read_text())
     assert cfg_json["adaspec_eagle"]["kind"] == "eagle3"
     assert (tmp_path / "out" / "adaspec" / "checkpoint-2" / "model.safetensors").is_file()
     # resumable (a rerun with more steps continues from checkpoint-2), here on dumped features
-    cfg2 = cfg.replace(max_steps=4, runs=["adaspec"], reference_head=res.heads["reference"],
-                       features="offline")  # fmt: skip
+    cfg2 = cfg.replace(optim=cfg.optim.replace(max_steps=4), runs=["adaspec"],
+                       reference_head=res.heads["reference"], features="offline")  # fmt: skip
     res2 = run_train(cfg2)
     assert (tmp_path / "out" / "features" / "index.json").is_file()
     assert (tmp_path / "out" / "adaspec" / "checkpoint-4" / "model.safetensors").is_file()

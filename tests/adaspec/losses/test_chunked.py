@@ -6,6 +6,7 @@ import torch
 from adaspec.losses import (
     DIVERGENCES,
     ChunkedAdaSPECLoss,
+    SelectiveLossSettings,
     adaspec_token_loss,
     chunked_adaspec_loss,
 )
@@ -34,14 +35,17 @@ def _heads(vocab_rows=(V, V, V), bias=True, dtype=torch.float32, layout=(N,)):
     return d
 
 
-def _plain(h, vocab, valid, **kw):
+def _plain(h, vocab, valid, num_items_in_batch=None, **kw):
     def logits(name):
         z = h[f"{name}_hidden"] @ h[f"{name}_weight"][:vocab].T
         b = h.get(f"{name}_bias")
         return z + b[:vocab] if b is not None else z
 
     ref = logits("ref") if h.get("ref_hidden") is not None else None
-    return adaspec_token_loss(logits("draft"), logits("target"), ref, valid, **kw)
+    settings = SelectiveLossSettings(**kw)
+    return adaspec_token_loss(
+        logits("draft"), logits("target"), ref, valid, settings, num_items_in_batch
+    )
 
 
 def _grads(h):
@@ -59,7 +63,8 @@ def test_chunked_matches_plain_loss_and_grads(divergence: str, chunk_size: int) 
     h = _heads()
     valid = torch.rand(N) > 0.25
     kw = {"k": 0.4, "divergence": divergence, "temperature": 1.5, "beta": 0.3}
-    out = chunked_adaspec_loss(**h, valid=valid, chunk_size=chunk_size, **kw)
+    settings = SelectiveLossSettings(**kw, chunk_size=chunk_size)
+    out = chunked_adaspec_loss(**h, valid=valid, settings=settings)
     out.loss.backward()
     got = _grads(h)
     want_out = _plain(h, V, valid, **kw)
@@ -82,7 +87,11 @@ def test_chunked_vocab_size_slices_padded_rows() -> None:
     h = _heads(vocab_rows=(V, V + 3, vocab + 1))
     valid = torch.rand(N) > 0.3
     out = chunked_adaspec_loss(
-        **h, valid=valid, chunk_size=7, vocab_size=vocab, num_items_in_batch=50
+        **h,
+        valid=valid,
+        vocab_size=vocab,
+        num_items_in_batch=50,
+        settings=SelectiveLossSettings(chunk_size=7),
     )
     out.loss.backward()
     got = _grads(h)
@@ -94,9 +103,9 @@ def test_chunked_vocab_size_slices_padded_rows() -> None:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
     assert got["draft_weight"][vocab:].abs().sum() == 0  # padded rows get no gradient
     with pytest.raises(ValueError, match="vocab_size"):
-        chunked_adaspec_loss(**h, valid=valid)
+        chunked_adaspec_loss(**h, valid=valid, settings=SelectiveLossSettings())
     with pytest.raises(ValueError, match="exceeds"):
-        chunked_adaspec_loss(**h, valid=valid, vocab_size=V + 1)
+        chunked_adaspec_loss(**h, valid=valid, vocab_size=V + 1, settings=SelectiveLossSettings())
 
 
 @pytest.mark.parametrize("k", [1.0, 0.4])
@@ -109,7 +118,9 @@ def test_chunked_plain_kd_without_ref_and_k1(k: float) -> None:
             args["ref_hidden"] = args["ref_weight"] = None
         elif k != 1.0:
             continue
-        out = chunked_adaspec_loss(**args, valid=valid, k=k, chunk_size=8, reduction="mean")
+        out = chunked_adaspec_loss(
+            **args, valid=valid, settings=SelectiveLossSettings(k=k, chunk_size=8, reduction="mean")
+        )
         want = _plain(args, V, valid, k=k, reduction="mean")
         torch.testing.assert_close(out.loss, want.loss)
         assert torch.equal(out.kept, valid)
@@ -118,7 +129,9 @@ def test_chunked_plain_kd_without_ref_and_k1(k: float) -> None:
 def test_chunked_sequence_scope_with_batch_layout() -> None:
     h = _heads(layout=(3, 11))
     valid = torch.rand(3, 11) > 0.2
-    out = chunked_adaspec_loss(**h, valid=valid, scope="sequence", chunk_size=4)
+    out = chunked_adaspec_loss(
+        **h, valid=valid, settings=SelectiveLossSettings(scope="sequence", chunk_size=4)
+    )
     want = _plain(h, V, valid, scope="sequence")
     assert out.kept.shape == (3, 11) and torch.equal(out.kept, want.kept)
     torch.testing.assert_close(out.loss, want.loss)
@@ -126,7 +139,9 @@ def test_chunked_sequence_scope_with_batch_layout() -> None:
 
 def test_chunked_no_response_tokens_is_zero_with_backward() -> None:
     h = _heads()
-    out = chunked_adaspec_loss(**h, valid=torch.zeros(N, dtype=torch.bool), chunk_size=6)
+    out = chunked_adaspec_loss(
+        **h, valid=torch.zeros(N, dtype=torch.bool), settings=SelectiveLossSettings(chunk_size=6)
+    )
     assert out.loss.item() == 0.0 and not torch.isnan(out.loss)
     out.loss.backward()
     for g in _grads(h).values():
@@ -136,7 +151,7 @@ def test_chunked_no_response_tokens_is_zero_with_backward() -> None:
 def test_chunked_bf16_inputs_close_to_plain() -> None:
     h = _heads(dtype=torch.bfloat16)
     valid = torch.ones(N, dtype=torch.bool)
-    out = chunked_adaspec_loss(**h, valid=valid, chunk_size=10)
+    out = chunked_adaspec_loss(**h, valid=valid, settings=SelectiveLossSettings(chunk_size=10))
     out.loss.backward()
     got = _grads(h)
     assert out.loss.dtype == torch.float32 and got["draft_weight"].dtype == torch.bfloat16
@@ -152,16 +167,16 @@ def test_chunked_frozen_target_and_ref_get_no_grad() -> None:
     h = _heads()
     for name in ("target_hidden", "target_weight", "ref_hidden", "ref_weight"):
         h[name].requires_grad_(True)
-    chunked_adaspec_loss(**h, chunk_size=9).loss.backward()
+    chunked_adaspec_loss(**h, settings=SelectiveLossSettings(chunk_size=9)).loss.backward()
     for name in ("target_hidden", "target_weight", "ref_hidden", "ref_weight"):
         assert h[name].grad is None
 
 
 def test_chunked_no_grad_mode_gives_same_loss() -> None:
     h = _heads()
-    with_grad = chunked_adaspec_loss(**h, chunk_size=9).loss
+    with_grad = chunked_adaspec_loss(**h, settings=SelectiveLossSettings(chunk_size=9)).loss
     with torch.no_grad():
-        no_grad = chunked_adaspec_loss(**h, chunk_size=9).loss
+        no_grad = chunked_adaspec_loss(**h, settings=SelectiveLossSettings(chunk_size=9)).loss
     assert no_grad.grad_fn is None
     torch.testing.assert_close(no_grad, with_grad.detach())
 
@@ -169,7 +184,7 @@ def test_chunked_no_grad_mode_gives_same_loss() -> None:
 def test_chunked_module_matches_function() -> None:
     h = _heads()
     valid = torch.rand(N) > 0.2
-    module = ChunkedAdaSPECLoss(k=0.3, divergence="reverse_kl", chunk_size=8)
+    module = ChunkedAdaSPECLoss(SelectiveLossSettings(k=0.3, divergence="reverse_kl", chunk_size=8))
     assert "chunk_size=8" in repr(module)
     biases = {n: h.pop(n) for n in ("draft_bias", "target_bias", "ref_bias")}
     got = module(*h.values(), valid=valid, num_items_in_batch=40, **biases)
@@ -177,10 +192,8 @@ def test_chunked_module_matches_function() -> None:
         **h,
         **biases,
         valid=valid,
-        k=0.3,
-        divergence="reverse_kl",
         num_items_in_batch=40,
-        chunk_size=8,
+        settings=SelectiveLossSettings(k=0.3, divergence="reverse_kl", chunk_size=8),
     )
     torch.testing.assert_close(got.loss, want.loss)
 
@@ -188,21 +201,27 @@ def test_chunked_module_matches_function() -> None:
 def test_chunked_rejects_bad_inputs() -> None:
     h = _heads(bias=False)
     with pytest.raises(ValueError, match="chunk_size"):
-        chunked_adaspec_loss(**h, chunk_size=0)
+        chunked_adaspec_loss(**h, settings=SelectiveLossSettings(chunk_size=0))
     with pytest.raises(ValueError, match=r"k must be in \(0, 1\]"):
-        chunked_adaspec_loss(**h, k=0)
+        chunked_adaspec_loss(**h, settings=SelectiveLossSettings(k=0))
     with pytest.raises(ValueError, match="divergence must be one of"):
-        chunked_adaspec_loss(**h, divergence="ce")
+        chunked_adaspec_loss(**h, settings=SelectiveLossSettings(divergence="ce"))
     with pytest.raises(ValueError, match="scope must be one of"):
-        chunked_adaspec_loss(**h, scope="x")
+        chunked_adaspec_loss(**h, settings=SelectiveLossSettings(scope="x"))
     with pytest.raises(ValueError, match="together"):
-        chunked_adaspec_loss(**{**h, "ref_weight": None})
+        chunked_adaspec_loss(**{**h, "ref_weight": None}, settings=SelectiveLossSettings())
     with pytest.raises(ValueError, match="target_weight must be"):
-        chunked_adaspec_loss(**{**h, "target_weight": h["target_weight"].T})
+        chunked_adaspec_loss(
+            **{**h, "target_weight": h["target_weight"].T}, settings=SelectiveLossSettings()
+        )
     with pytest.raises(ValueError, match="valid must have"):
-        chunked_adaspec_loss(**h, valid=torch.ones(N + 1, dtype=torch.bool))
+        chunked_adaspec_loss(
+            **h, valid=torch.ones(N + 1, dtype=torch.bool), settings=SelectiveLossSettings()
+        )
     with pytest.raises(ValueError, match="token layout"):
-        chunked_adaspec_loss(**{**h, "ref_hidden": h["ref_hidden"][:-1]})
+        chunked_adaspec_loss(
+            **{**h, "ref_hidden": h["ref_hidden"][:-1]}, settings=SelectiveLossSettings()
+        )
 
 
 @pytest.mark.parametrize("signal", ["random", "draft_loss", "student_entropy"])
@@ -212,9 +231,9 @@ def test_chunked_matches_plain_for_each_selection_signal(signal: str, with_ref: 
     if not with_ref:
         h = {k: v for k, v in h.items() if not k.startswith("ref")}
     valid = torch.rand(N, generator=torch.Generator().manual_seed(3)) > 0.25
-    kw = {"k": 0.4, "temperature": 1.3, "signal": signal, "chunk_size": 7}
+    kw = {"k": 0.4, "temperature": 1.3, "selection": signal, "chunk_size": 7}
     torch.manual_seed(11)
-    out = chunked_adaspec_loss(**h, valid=valid, **kw)
+    out = chunked_adaspec_loss(**h, valid=valid, settings=SelectiveLossSettings(**kw))
     out.loss.backward()
     got = _grads(h)
     kw.pop("chunk_size")

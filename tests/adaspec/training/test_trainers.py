@@ -11,7 +11,7 @@ from adaspec.data import (
     to_hf_dataset,
     tokenize_examples,
 )
-from adaspec.losses import adaspec_token_loss, shift_for_causal_lm
+from adaspec.losses import SelectiveLossSettings, adaspec_token_loss, shift_for_causal_lm
 from adaspec.training.config import LossConfig
 from adaspec.training.trainers import AdaSPECTrainer, KDTrainer, TargetTrainer
 
@@ -106,7 +106,11 @@ def test_adaspec_trainer_loss_matches_loss_module(tmp_path, tiny_tokenizer, data
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     d, valid = shift_for_causal_lm(draft(**inputs).logits, batch["labels"])
     want = adaspec_token_loss(
-        d, target(**inputs).logits[:, :-1], ref(**inputs).logits[:, :-1], valid, k=0.4
+        d,
+        target(**inputs).logits[:, :-1],
+        ref(**inputs).logits[:, :-1],
+        valid,
+        SelectiveLossSettings(k=0.4),
     ).loss
     torch.testing.assert_close(got, want)
 
@@ -360,3 +364,30 @@ def test_adaspec_trainer_step_schedule_is_kd_then_selective(tmp_path, tiny_token
     assert len(kept) == 6
     assert kept[:3] == [1.0, 1.0, 1.0]
     assert kept[3:] == pytest.approx([0.4] * 3, abs=0.02)
+
+
+def test_adaspec_trainer_k_overrides_loss_config_and_kd_trainer_forces_plain_kd(
+    tmp_path, tiny_tokenizer, dataset
+):
+    n = len(tiny_tokenizer)
+    common = dict(
+        model=make_tiny_model(vocab_size=n),
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        processing_class=tiny_tokenizer,
+        target_model=make_tiny_model(vocab_size=n),
+    )
+    loss = LossConfig(k=0.4, divergence="jsd", k_schedule="linear", selection="random")
+    trainer = AdaSPECTrainer(
+        **common, ref_model=make_tiny_model(vocab_size=n), k=0.25, loss_config=loss
+    )
+    assert trainer.loss_config == loss.replace(k=0.25) and not hasattr(trainer, "k")
+    kd = KDTrainer(**common, loss_config=loss)
+    assert kd.loss_config == loss.plain_kd()
+    assert (kd.loss_config.k, kd.loss_config.k_schedule, kd.loss_config.divergence) == (
+        1.0,
+        "constant",
+        "jsd",
+    )
+    with pytest.raises(ValueError, match="KDTrainer keeps every response token"):
+        KDTrainer(**common, k=0.4)
