@@ -198,29 +198,23 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from adaspec.config import apply_override
     from adaspec.eval import EvalConfig, run_eval
 
-    data = {}
-    if args.config:
-        import yaml
-
-        with open(args.config) as fh:
-            data = yaml.safe_load(fh) or {}
-    from adaspec.config import apply_override
-
-    flag_values = {
-        "target": args.target,
-        "task": args.task,
-        "source": args.source,
-        "num_prompts": args.num_prompts,
-        "gamma": args.gamma,
-        "max_new_tokens": args.max_new_tokens,
-        "output_dir": args.output_dir,
-        "chat_template": args.chat_template,
-    }
-    for key, value in flag_values.items():
-        if value is not None:
-            data[key] = value
+    data = _yaml_dict(args.config)
+    _set_flags(
+        data,
+        {
+            "target": args.target,
+            "task": args.task,
+            "source": args.source,
+            "num_prompts": args.num_prompts,
+            "gamma": args.gamma,
+            "max_new_tokens": args.max_new_tokens,
+            "output_dir": args.output_dir,
+            "chat_template": args.chat_template,
+        },
+    )
     if args.draft:
         drafts = {}
         for item in args.draft:
@@ -252,6 +246,7 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _yaml_dict(path: str | None) -> dict:
+    """The mapping in the YAML file ``path`` (empty when no file is given or it is empty)."""
     if not path:
         return {}
     import yaml
@@ -260,30 +255,36 @@ def _yaml_dict(path: str | None) -> dict:
         return yaml.safe_load(fh) or {}
 
 
+def _set_flags(data: dict, values: dict) -> None:
+    """Put the flags that were given (not None) into the config mapping ``data``."""
+    data.update({key: value for key, value in values.items() if value is not None})
+
+
 def _run_data(args: argparse.Namespace) -> int:
     from adaspec.config import apply_override
     from adaspec.data.regenerate import RegenerateConfig, regenerate
 
     data = _yaml_dict(args.config)
-    for key, value in {
-        "target": args.target,
-        "output": args.output,
-        "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "seed": args.seed,
-    }.items():
-        if value is not None:
-            data[key] = value
-    section = data.setdefault("data", {})
-    for key, value in {
-        "task": args.task,
-        "source": args.source,
-        "max_train_examples": args.max_examples,
-        "chat_template": args.chat_template,
-    }.items():
-        if value is not None:
-            section[key] = value
+    _set_flags(
+        data,
+        {
+            "target": args.target,
+            "output": args.output,
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        },
+    )
+    _set_flags(
+        data.setdefault("data", {}),
+        {
+            "task": args.task,
+            "source": args.source,
+            "max_train_examples": args.max_examples,
+            "chat_template": args.chat_template,
+        },
+    )
     for item in args.overrides:
         apply_override(data, item)
     result = regenerate(RegenerateConfig.from_dict(data))
