@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from adaspec.config import ConfigError, describe
 from adaspec.pipeline_guard import OutputDirInUse
@@ -18,15 +19,31 @@ from adaspec.pipeline_guard import OutputDirInUse
 STAGE_ALIASES = {"target": "target", "ref": "reference", "reference": "reference", "draft": "draft"}
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def command_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+    """A parser with ``-v`` and a required sub-command (shared by both packages' CLIs).
+
+    Returns:
+        The parser and its sub-parsers action (``add_parser`` adds a command).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def add_set_option(parser: argparse.ArgumentParser, example: str = "draft.loss.k=0.5") -> None:
+    """The repeatable ``--set KEY=VALUE`` config override, into ``args.overrides``."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set draft.loss.k=0.5 (repeatable)",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
     )
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    add_set_option(parser)
     parser.add_argument(
         "--no-resume", action="store_true", help="start stages from scratch instead of resuming"
     )
@@ -40,12 +57,9 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``adaspec`` command."""
-    parser = argparse.ArgumentParser(
-        prog="adaspec",
-        description="AdaSPEC selective distillation of speculative-decoding drafters.",
+    parser, sub = command_parser(
+        "adaspec", "AdaSPEC selective distillation of speculative-decoding drafters."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="run one stage of a pipeline config")
     train.add_argument("stage", choices=sorted(STAGE_ALIASES), help="target, ref or draft")
@@ -78,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gamma", type=int, help="draft tokens per round (default 4)")
     ev.add_argument("--max-new-tokens", type=int, help="generation length (default 512)")
     ev.add_argument("--output-dir", help="where results.json, results.md and the plot go")
-    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_option(ev, "gamma=4")
 
     ev.add_argument(
         "--chat-template",
@@ -118,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     regen.add_argument(
         "--chat-template", choices=["auto", "always", "never"], help="data.chat_template"
     )
-    regen.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_option(regen, "max_new_tokens=128")
 
     show = sub.add_parser("config", help="list a config's fields, defaults and help")
     show.add_argument("kind", choices=["pipeline", "eval", "regenerate"], help="which config")
@@ -184,29 +198,23 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from adaspec.config import apply_override
     from adaspec.eval import EvalConfig, run_eval
 
-    data = {}
-    if args.config:
-        import yaml
-
-        with open(args.config) as fh:
-            data = yaml.safe_load(fh) or {}
-    from adaspec.config import apply_override
-
-    flag_values = {
-        "target": args.target,
-        "task": args.task,
-        "source": args.source,
-        "num_prompts": args.num_prompts,
-        "gamma": args.gamma,
-        "max_new_tokens": args.max_new_tokens,
-        "output_dir": args.output_dir,
-        "chat_template": args.chat_template,
-    }
-    for key, value in flag_values.items():
-        if value is not None:
-            data[key] = value
+    data = _yaml_dict(args.config)
+    _set_flags(
+        data,
+        {
+            "target": args.target,
+            "task": args.task,
+            "source": args.source,
+            "num_prompts": args.num_prompts,
+            "gamma": args.gamma,
+            "max_new_tokens": args.max_new_tokens,
+            "output_dir": args.output_dir,
+            "chat_template": args.chat_template,
+        },
+    )
     if args.draft:
         drafts = {}
         for item in args.draft:
@@ -238,6 +246,7 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _yaml_dict(path: str | None) -> dict:
+    """The mapping in the YAML file ``path`` (empty when no file is given or it is empty)."""
     if not path:
         return {}
     import yaml
@@ -246,30 +255,36 @@ def _yaml_dict(path: str | None) -> dict:
         return yaml.safe_load(fh) or {}
 
 
+def _set_flags(data: dict, values: dict) -> None:
+    """Put the flags that were given (not None) into the config mapping ``data``."""
+    data.update({key: value for key, value in values.items() if value is not None})
+
+
 def _run_data(args: argparse.Namespace) -> int:
     from adaspec.config import apply_override
     from adaspec.data.regenerate import RegenerateConfig, regenerate
 
     data = _yaml_dict(args.config)
-    for key, value in {
-        "target": args.target,
-        "output": args.output,
-        "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "seed": args.seed,
-    }.items():
-        if value is not None:
-            data[key] = value
-    section = data.setdefault("data", {})
-    for key, value in {
-        "task": args.task,
-        "source": args.source,
-        "max_train_examples": args.max_examples,
-        "chat_template": args.chat_template,
-    }.items():
-        if value is not None:
-            section[key] = value
+    _set_flags(
+        data,
+        {
+            "target": args.target,
+            "output": args.output,
+            "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        },
+    )
+    _set_flags(
+        data.setdefault("data", {}),
+        {
+            "task": args.task,
+            "source": args.source,
+            "max_train_examples": args.max_examples,
+            "chat_template": args.chat_template,
+        },
+    )
     for item in args.overrides:
         apply_override(data, item)
     result = regenerate(RegenerateConfig.from_dict(data))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from adaspec._base.atomic import write_text_atomic
 from adaspec._base.config import (
     ConfigBase,
     ConfigError,
@@ -45,11 +46,7 @@ def save_config(
     """Write the resolved config as YAML beside a checkpoint (atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(directory / name, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def describe(cls: type[ConfigBase], indent: int = 0) -> str:

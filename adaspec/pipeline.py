@@ -21,7 +21,6 @@ same ``output_dir`` stops at once (see :mod:`adaspec.pipeline_guard`).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -29,73 +28,24 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from transformers import PreTrainedTokenizerBase
 
-from adaspec.config import ConfigError, save_config
-from adaspec.data import (
-    DataCollatorForCompletion,
-    label_every_token,
-    load_task,
-    response_source,
-    to_hf_dataset,
-    tokenize_examples,
-    use_chat_template,
-)
-from adaspec.eval.report import write_json
-from adaspec.modeling import (
-    check_max_length,
-    check_same_vocabulary,
-    load_model,
-    load_tokenizer,
-    train_bpe_tokenizer,
-)
+from adaspec.config import ConfigError
+from adaspec.data import label_every_token
+from adaspec.modeling import check_max_length, check_same_vocabulary, load_model
 from adaspec.pipeline_config import PipelineConfig
-from adaspec.pipeline_guard import (
-    OutputLock,
-    changed_settings,
-    drift_error,
-    drifted_stages,
-    saved_config,
-    tokenizer_settings,
-)
-from adaspec.tokenizer_io import check_same_tokenizer, save_tokenizer
+from adaspec.pipeline_data import prepare_data, prepare_tokenizer
+from adaspec.pipeline_guard import OutputLock, drift_error, drifted_stages
+from adaspec.pipeline_record import write_run_record
+from adaspec.tokenizer_io import check_same_tokenizer
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
 from adaspec.training.config import scaled_optim
 from adaspec.training.stages import build_or_load_model, run_stage
 from adaspec.training.teacher_cache import TeacherCache
 
+__all__ = ["STAGES", "Pipeline", "draft_runs", "prepare_tokenizer", "run_pipeline"]
+
 logger = logging.getLogger(__name__)
 STAGES = ("target", "reference", "draft")
-
-
-def prepare_tokenizer(
-    config: PipelineConfig, texts: list[str], rebuild: bool = False
-) -> PreTrainedTokenizerBase:
-    """The run's tokenizer, saved atomically to ``output_dir/tokenizer`` and reused from there.
-
-    It is ``tokenizer.name_or_path``; when that is null, the tokenizer of a loaded target
-    (``target.model.name_or_path``), whose ids are the ones it was trained on; otherwise a BPE
-    trained on ``texts``. A saved tokenizer that cannot be read (a save cut short by an older
-    version) is rebuilt, with a warning; trained stages are then checked against it by fingerprint.
-
-    Args:
-        config: The pipeline config.
-        texts: Training texts for a fresh BPE.
-        rebuild: Build it again even if a saved one exists (its settings changed).
-    """
-    folder = Path(config.output_dir) / "tokenizer"
-    if folder.is_dir() and not rebuild:
-        try:
-            return load_tokenizer(str(folder))
-        except ValueError as err:
-            logger.warning("%s; rebuilding %s from the config", err, folder)
-    source = config.tokenizer.name_or_path or config.target.model.name_or_path
-    if source is not None:
-        tokenizer = load_tokenizer(source)
-    else:
-        tokenizer = train_bpe_tokenizer(texts, vocab_size=config.tokenizer.bpe_vocab_size)
-    save_tokenizer(tokenizer, folder)
-    return tokenizer
 
 
 def draft_runs(config: PipelineConfig) -> dict[str, tuple[str, Any]]:
@@ -172,29 +122,12 @@ class Pipeline:
         return set(drift)
 
     def _setup(self) -> None:
-        config = self.config
-        train_examples = load_task(config.data, split="train")
-        self.eval_examples = load_task(config.data, split="eval")
-        texts = [e.prompt + e.response for e in train_examples]
-        previous = saved_config(self.out) if (self.out / "adaspec_config.yaml").exists() else None
-        rebuild = previous is not None and bool(
-            changed_settings(tokenizer_settings(previous), tokenizer_settings(config))
-        )
-        with self.state.main_process_first():
-            if self.state.is_main_process:
-                save_config(config, self.out)
-            self.tokenizer = prepare_tokenizer(config, texts, rebuild=rebuild)
-        features, report = tokenize_examples(
-            train_examples,
-            self.tokenizer,
-            config.data.max_length,
-            truncation_side=config.data.truncation_side,
-            chat_template=config.data.chat_template,
-        )
-        logger.info("training data: %s", report.summary())
-        self.truncation = report
-        self.train_dataset = to_hf_dataset(features)
-        self.collator = DataCollatorForCompletion(self.tokenizer)
+        data = prepare_data(self.config, self.state)
+        self.tokenizer = data.tokenizer
+        self.eval_examples = data.eval_examples
+        self.truncation = data.truncation
+        self.train_dataset = data.train_dataset
+        self.collator = data.collator
         self._teacher_cache: TeacherCache | None = None
         self._ref_cache: TeacherCache | None = None
 
@@ -418,18 +351,8 @@ class Pipeline:
             )
             self.timings["comparison"] = time.perf_counter() - start
         if self.state.is_main_process:
-            path = self.out / f"pipeline_{'-'.join(stages)}.json"
-            write_json(
-                {
-                    "stages": list(stages),
-                    "stage_seconds": {**_recorded_seconds(path), **self.timings},
-                    "truncation": vars(self.truncation),
-                    "training_data": response_source(self.config.data),
-                    "chat_template": use_chat_template(
-                        self.tokenizer, self.config.data.chat_template
-                    ),
-                },
-                path,
+            write_run_record(
+                self.out, stages, self.timings, self.truncation, self.config, self.tokenizer
             )
         return result
 
@@ -440,14 +363,6 @@ class Pipeline:
                 f"(adaspec train {'ref' if name == 'reference' else name} CONFIG)"
             )
         return self._load(name)
-
-
-def _recorded_seconds(path: Path) -> dict[str, float]:
-    """Stage times an earlier run wrote to ``path``, so that a resumed run keeps them."""
-    try:
-        return dict(json.loads(path.read_text())["stage_seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def run_pipeline(

@@ -110,16 +110,7 @@ class SweepConfig(ConfigBase):
 
     seeds: list = cfg_field([0, 1, 2], help="seeds; each gets its own target, reference, drafts")
     recipes: list = cfg_field(
-        [
-            "kd",
-            "adaspec",
-            "random_k",
-            "late_phase",
-            "k_linear",
-            "student_entropy",
-            "ref_adaspec",
-            "ref_kd",
-        ],
+        [name for name in SWEEP_RECIPES if name != "draft_loss"],
         help="what to train, all with the draft stage's equal-steps schedule: kd (plain KD, the "
         "DistillSpec draft), adaspec (draft.loss), random_k (k kept at random), late_phase (KD for "
         "late_phase_fraction of the steps, then AdaSPEC), k_linear (k from 1 down to draft.loss.k "

@@ -12,9 +12,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
+
+from adaspec._base.atomic import atomic_folder, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def write_fingerprint(tokenizer: Any, folder: str | os.PathLike) -> Path:
     """Write ``tokenizer``'s fingerprint and size to ``folder/tokenizer_fingerprint.json``."""
-    path = Path(folder) / FINGERPRINT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps({"sha256": tokenizer_fingerprint(tokenizer), "size": len(tokenizer)}) + "\n"
-    )
-    os.replace(tmp, path)
-    return path
+    payload = {"sha256": tokenizer_fingerprint(tokenizer), "size": len(tokenizer)}
+    return write_text_atomic(Path(folder) / FINGERPRINT_FILE, json.dumps(payload) + "\n")
 
 
 def folder_fingerprint(folder: str | os.PathLike) -> str | None:
@@ -104,20 +100,7 @@ def save_tokenizer(tokenizer: Any, folder: str | os.PathLike) -> Path:
     A save cut short (disk full, a kill) leaves at most ``folder.tmp`` behind, never a truncated
     ``tokenizer.json`` in ``folder``.
     """
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    tokenizer.save_pretrained(str(tmp))
-    write_fingerprint(tokenizer, tmp)
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, folder)
-    return folder
+    with atomic_folder(folder) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+        write_fingerprint(tokenizer, tmp)
+    return Path(folder)

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
+from adaspec._base.atomic import write_text_atomic
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head, build_head
 
 CONFIG_NAME = "config.json"
@@ -51,7 +52,7 @@ def save_head(
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt", "kind": head.kind})
     os.replace(tmp, directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, default=str))
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(cfg, indent=2, default=str))
     return directory
 
 
@@ -64,6 +65,8 @@ def load_head(
 
     Raises:
         FileNotFoundError: If the directory lacks ``config.json`` or ``model.safetensors``.
+        ValueError: If ``config.json`` is not a native head config (an exported layout).
+        OSError: If ``model.safetensors`` is truncated or corrupt.
 
     """
     directory = Path(directory)
@@ -84,7 +87,15 @@ def load_head(
     head_cfg = dict(cfg["adaspec_eagle"])
     kind = head_cfg.pop("kind")
     tcfg = target_config_from_dict(cfg["target_config"])
-    state = load_file(str(directory / WEIGHTS_NAME))
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise OSError(
+            f"{directory / WEIGHTS_NAME}: the safetensors weights are truncated or corrupt "
+            f"({err}); the save was probably interrupted: save the head again"
+        ) from err
     if kind == "eagle3" and "attention_bias" not in head_cfg:  # written before the setting
         head_cfg["attention_bias"] = any(
             k.startswith(("midlayer.self_attn.", "midlayer.attention.")) and k.endswith(".bias")

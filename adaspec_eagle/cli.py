@@ -11,40 +11,28 @@ import json
 import sys
 from collections.abc import Sequence
 
-from adaspec.cli import dispatch
+from adaspec.cli import add_set_option, command_parser, dispatch
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable), e.g. --set k=0.5",
-    )
+EXAMPLE = "k=0.5"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``adaspec-eagle`` command."""
-    parser = argparse.ArgumentParser(
-        prog="adaspec-eagle",
-        description="EAGLE draft heads trained with AdaSPEC, their export, and the tree-decoder benchmark.",
+    parser, sub = command_parser(
+        "adaspec-eagle",
+        "EAGLE draft heads trained with AdaSPEC, their export, and the tree-decoder benchmark.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     dump = sub.add_parser(
         "dump-features", help="dump the target's hidden states to safetensors shards"
     )
     dump.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
-    _overrides(dump)
+    add_set_option(dump, EXAMPLE)
 
     train = sub.add_parser("train", help="train the reference head, then the AdaSPEC head")
     train.add_argument("config", help="EAGLE training YAML config (configs/eagle/...)")
-    _overrides(train)
+    add_set_option(train, EXAMPLE)
 
     export = sub.add_parser(
         "export", help="export a trained head for SGLang/vLLM (EAGLE-3) or EAGLE (EAGLE-1)"
@@ -74,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="speed of vanilla, assisted, chain and tree decoding")
     bench.add_argument("config", help="benchmark YAML config (configs/bench/...)")
-    _overrides(bench)
+    add_set_option(bench, "num_prompts=4")
     return parser
 
 

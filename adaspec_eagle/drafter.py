@@ -30,9 +30,9 @@ from adaspec.decoding.cache import (
     new_cache,
 )
 from adaspec.decoding.drafter import Drafter, TargetFeatures
-from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
+from adaspec.decoding.growth import Expansion, grow_tree
 from adaspec.decoding.sampling import SamplingConfig
-from adaspec.decoding.tree import DraftTree, DynamicTree, StaticTree, TreePolicy
+from adaspec.decoding.tree import DraftTree, TreePolicy
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
 
 
@@ -131,13 +131,7 @@ class EagleDrafter(Drafter):
             raise RuntimeError("call prefill() before propose()")
         crop_cache(self._cache, self._entries)
         self._tree_out = []
-        if isinstance(policy, StaticTree):
-            grow = grow_static
-        elif isinstance(policy, DynamicTree):
-            grow = grow_dynamic
-        else:
-            raise TypeError(f"unsupported tree policy {policy!r}; use StaticTree or DynamicTree")
-        tree, _ = grow(policy, self._root_logits, self._expand, sampling, generator)
+        tree, _ = grow_tree(policy, self._root_logits, self._expand, sampling, generator)
         return tree
 
     @torch.no_grad()

@@ -52,9 +52,47 @@ class _SharedTargetMixin:
         with torch.no_grad():
             return self.embed_tokens(input_ids)
 
-    def _positions(self, batch: int, length: int, cache: Any, device: torch.device) -> torch.Tensor:
-        past = cache.get_seq_length() if cache is not None else 0
-        return torch.arange(past, past + length, device=device)[None].expand(batch, length)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+    ) -> torch.Tensor:
+        """One pass of the head's decoder layer: the predicted features of positions t + 1.
+
+        Args:
+            hidden_states: Target features [B, T, H] at positions t (EAGLE-3: fused, see
+                :meth:`Eagle3Head.fuse`), or the head's own previous output.
+            input_ids: The tokens at t + 1 [B, T] (or ``inputs_embeds`` [B, T, H]).
+            inputs_embeds: Precomputed embeddings of those tokens.
+            attention_mask: Padding mask [B, T] (1 = token) or 4D additive [B, 1, T, past + T].
+            position_ids: Rotary positions [B, T]; ``past .. past + T - 1`` by default.
+            cache: A transformers ``DynamicCache`` for the head's keys and values (drafting and
+                training-time test).
+
+        Returns:
+            The layer output [B, T, H] (the next step's ``hidden_states``; see ``logits``).
+
+        """
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids)
+        if position_ids is None:
+            b, t = hidden_states.shape[:2]
+            past = cache.get_seq_length() if cache is not None else 0
+            position_ids = torch.arange(past, past + t, device=hidden_states.device)[None]
+            position_ids = position_ids.expand(b, t)
+        embeds = inputs_embeds.to(hidden_states.dtype)
+        return self._layer(hidden_states, embeds, attention_mask, position_ids, cache)
+
+    #: The same pass under the name the drafter and the training-time test call.
+    step = forward
+
+    def _layer(self, hidden_states, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
+        """The head's own layer over features, embeddings ([B, T, H] each) and positions."""
+        raise NotImplementedError
 
     def _mask(
         self, attention_mask: torch.Tensor | None, x: torch.Tensor, cache: Any
@@ -100,35 +138,8 @@ class Eagle1Head(_SharedTargetMixin, nn.Module):
         """Return the head's own settings (saved in ``config.json`` beside the target's config)."""
         return {"kind": self.kind, "bias": self.bias}
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        input_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: Any = None,
-    ) -> torch.Tensor:
-        """Predict the next features.
-
-        Args:
-            hidden_states: Target features [B, T, H] at positions t.
-            input_ids: The tokens at t + 1 [B, T] (or ``inputs_embeds`` [B, T, H]).
-            inputs_embeds: Precomputed embeddings of those tokens.
-            attention_mask: Padding mask [B, T] (1 = token) or 4D additive [B, 1, T, past + T].
-            position_ids: Rotary positions [B, T]; ``past .. past + T - 1`` by default.
-            cache: A transformers ``DynamicCache`` for the head's keys and values (drafting).
-
-        Returns:
-            Predicted features of positions t + 1, [B, T, H].
-
-        """
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids)
-        x = self.fc(torch.cat((inputs_embeds.to(hidden_states.dtype), hidden_states), dim=-1))
-        b, t = x.shape[:2]
-        if position_ids is None:
-            position_ids = self._positions(b, t, cache, x.device)
+    def _layer(self, hidden_states, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
+        x = self.fc(torch.cat((embeds, hidden_states), dim=-1))
         pe = self.rotary(x, position_ids)
         mask = self._mask(attention_mask, x, cache)
         return arch.call_layer(self.family, self.layers[0], x, pe, mask, position_ids, cache)
@@ -223,7 +234,7 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
                 f"set_draft_vocab got {ids.numel()} distinct ids, expected draft_vocab_size="
                 f"{self.draft_vocab_size}"
             )
-        if ids.numel() and not 0 <= int(ids[0]) <= int(ids[-1]) < self.t2d.numel():
+        if not 0 <= int(ids[0]) <= int(ids[-1]) < self.t2d.numel():  # ids are sorted
             raise ValueError(f"draft vocab ids must lie in [0, {self.t2d.numel()}), got {ids}")
         ids = ids.to(self.d2t.device)
         self.d2t.copy_(ids - torch.arange(ids.numel(), device=ids.device))
@@ -234,43 +245,10 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
         """``fc`` over concatenated target layers [B, T, kH] -> [B, T, H]."""
         return self.fc(aux_hidden.to(self.fc.weight.dtype))
 
-    def step(
-        self,
-        hidden_states: torch.Tensor,
-        input_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: Any = None,
-    ) -> torch.Tensor:
-        """One pass of the decoder layer.
-
-        Args:
-            hidden_states: Fused target features, or the head's own previous output, [B, T, H].
-            input_ids: Tokens at t + 1 [B, T] (or ``inputs_embeds`` [B, T, H]).
-            inputs_embeds: Precomputed embeddings.
-            attention_mask: Padding mask [B, T] or 4D additive [B, 1, T, past + T].
-            position_ids: Rotary positions [B, T]; ``past .. past + T - 1`` by default.
-            cache: A ``DynamicCache`` (drafting and training-time test).
-
-        Returns:
-            The layer output [B, T, H] (the next step's ``hidden_states``; see :meth:`logits`).
-
-        """
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids)
+    def _layer(self, hidden_states, embeds, attention_mask, position_ids, cache) -> torch.Tensor:
         layer, fam = self.midlayer, self.family
         residual = hidden_states
-        x = torch.cat(
-            (
-                layer.input_layernorm(inputs_embeds.to(hidden_states.dtype)),
-                layer.hidden_norm(hidden_states),
-            ),
-            dim=-1,
-        )
-        b, t = x.shape[:2]
-        if position_ids is None:
-            position_ids = self._positions(b, t, cache, x.device)
+        x = torch.cat((layer.input_layernorm(embeds), layer.hidden_norm(hidden_states)), dim=-1)
         pe = self.rotary(hidden_states, position_ids)
         mask = self._mask(attention_mask, hidden_states, cache)
         attn = arch.call_attention(fam, layer, x, pe, mask, cache)
@@ -278,10 +256,6 @@ class Eagle3Head(_SharedTargetMixin, nn.Module):
             return residual + attn + layer.mlp(layer.post_attention_layernorm(residual))
         hidden = residual + attn
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-
-    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Alias of :meth:`step`."""
-        return self.step(hidden_states, **kwargs)
 
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary logits ``lm_head(norm(h))`` [B, T, H] -> [B, T, V_draft]."""

@@ -182,21 +182,25 @@ def run_worker(args: argparse.Namespace) -> dict:
     }
 
 
+#: The settings a worker process is started with (``--repeats`` stays with the parent).
+WORKER_FLAGS = (
+    "tokens",
+    "vocab",
+    "draft_hidden",
+    "target_hidden",
+    "ref_hidden",
+    "k",
+    "chunk_size",
+    "device",
+    "dtype",
+    "warmup",
+    "seed",
+)
+
+
 def _child_cmd(args: argparse.Namespace, variant: str) -> list[str]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant]
-    for flag in (
-        "tokens",
-        "vocab",
-        "draft_hidden",
-        "target_hidden",
-        "ref_hidden",
-        "k",
-        "chunk_size",
-        "device",
-        "dtype",
-        "warmup",
-        "seed",
-    ):
+    for flag in WORKER_FLAGS:
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return cmd
 
@@ -224,23 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             "runs": rs,
         }
     result = {
-        "config": {
-            k: getattr(args, k)
-            for k in (
-                "tokens",
-                "vocab",
-                "draft_hidden",
-                "target_hidden",
-                "ref_hidden",
-                "k",
-                "chunk_size",
-                "repeats",
-                "device",
-                "dtype",
-                "warmup",
-                "seed",
-            )
-        },
+        "config": {k: getattr(args, k) for k in (*WORKER_FLAGS[:7], "repeats", *WORKER_FLAGS[7:])},
         "one_NxV_float32_gib": args.tokens * args.vocab * 4 / 2**30,
         "env": {
             "torch": torch.__version__,

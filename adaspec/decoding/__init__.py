@@ -8,7 +8,7 @@ from adaspec.decoding.decoder import (
 )
 from adaspec.decoding.draft_model import DraftModelDrafter
 from adaspec.decoding.drafter import Drafter, TargetFeatures
-from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
+from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static, grow_tree
 from adaspec.decoding.sampling import SamplingConfig, logits_to_probs
 from adaspec.decoding.stats import acceptance_counts, chain_rounds
 from adaspec.decoding.step import StepOutcome, speculative_step
@@ -50,6 +50,7 @@ __all__ = [
     "greedy_verify",
     "grow_dynamic",
     "grow_static",
+    "grow_tree",
     "logits_to_probs",
     "sampling_verify",
     "speculative_step",

@@ -28,9 +28,9 @@ from adaspec.decoding.cache import (
     new_cache,
 )
 from adaspec.decoding.drafter import Drafter, TargetFeatures
-from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static
+from adaspec.decoding.growth import Expansion, grow_tree
 from adaspec.decoding.sampling import SamplingConfig
-from adaspec.decoding.tree import DraftTree, DynamicTree, StaticTree, TreePolicy
+from adaspec.decoding.tree import DraftTree, TreePolicy
 
 
 class DraftModelDrafter(Drafter):
@@ -79,13 +79,7 @@ class DraftModelDrafter(Drafter):
             raise RuntimeError("call prefill() before propose()")
         root = self._root_logits if self._root_logits is not None else self._catch_up()
         self._root_logits = None
-        if isinstance(policy, StaticTree):
-            tree, slots = grow_static(policy, root, self._expand, sampling, generator)
-        elif isinstance(policy, DynamicTree):
-            tree, slots = grow_dynamic(policy, root, self._expand, sampling, generator)
-        else:
-            raise TypeError(f"unsupported tree policy {policy!r}; use StaticTree or DynamicTree")
-        self._slots = slots
+        tree, self._slots = grow_tree(policy, root, self._expand, sampling, generator)
         return tree
 
     @torch.no_grad()

@@ -58,22 +58,53 @@ Expand = Callable[[Expansion], torch.Tensor]
 
 
 class _Feeder:
-    """Feeding order of one tree: assigns slots and builds each level's :class:`Expansion`."""
+    """Feeding order of one tree: assigns slots and runs ``expand`` over each level.
 
-    def __init__(self, capacity: int, device: torch.device) -> None:
-        self.slots = torch.full((capacity,), -1, dtype=torch.long, device=device)
+    ``tokens``, ``parents``, ``depths`` and ``anc`` are the grower's node tensors (``[n]``,
+    ``[n]``, ``[n]``, ``[n, n]``), read when a level is fed (a grower may fill them in place).
+    """
+
+    def __init__(self, root_logits: torch.Tensor, expand: Expand, tokens, parents, depths, anc):
+        self.root_logits, self.expand = root_logits, expand
+        self.tokens, self.parents, self.depths, self.anc = tokens, parents, depths, anc
+        self.slots = torch.full_like(tokens, -1)
         self.fed: list[torch.Tensor] = []
         self.count = 0
 
-    def level(self, nodes, tokens, parents, depths, anc) -> Expansion:
+    def logits(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """Draft logits ``[k, V]`` after ``nodes``: the root's at depth 1, else one forward."""
+        if depth == 1:
+            return self.root_logits[None]
         fed_all = torch.cat(self.fed + [nodes])
         k = nodes.shape[0]
         self.slots[nodes] = torch.arange(self.count, self.count + k, device=nodes.device)
         self.fed.append(nodes)
         self.count += k
-        par = parents[nodes]
+        par = self.parents[nodes]
         parent_slots = torch.where(par >= 0, self.slots[par.clamp(min=0)], -1)
-        return Expansion(tokens[nodes], depths[nodes], parent_slots, anc[nodes][:, fed_all])
+        anc = self.anc[nodes][:, fed_all]
+        return self.expand(Expansion(self.tokens[nodes], self.depths[nodes], parent_slots, anc))
+
+
+class _QRows:
+    """The ``q`` rows of a sampled tree, and the row of each expanded node (+1; 0 the root)."""
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.count = 0
+        self.index = torch.full((capacity + 1,), -1, dtype=torch.long, device=device)
+
+    def add(self, q: torch.Tensor | None, nodes: torch.Tensor) -> None:
+        """Record ``q`` (``[k, V]``, None when greedy), the distributions after ``nodes``."""
+        if q is None:
+            return
+        self.rows.append(q)
+        self.index[nodes + 1] = torch.arange(self.count, self.count + q.shape[0], device=q.device)
+        self.count += q.shape[0]
+
+    def stacked(self) -> torch.Tensor | None:
+        """All rows ``[r, V]``, or None for a greedy tree."""
+        return torch.cat(self.rows) if self.rows else None
 
 
 def draft_children(
@@ -134,26 +165,18 @@ def grow_static(
     tokens = torch.zeros(n, dtype=torch.long, device=device)
     logq = torch.zeros(n, device=device)
     valid = torch.ones(n, dtype=torch.bool, device=device)
-    q_index = torch.full((n + 1,), -1, dtype=torch.long, device=device)
-    feeder = _Feeder(n, device)
-    q_rows, rows = [], 0
+    feeder = _Feeder(root_logits, expand, tokens, parents, depths, anc)
+    q_rows = _QRows(n, device)
     for d, level in enumerate(st["levels"], start=1):
         nodes_up = level["expand"]  # the distinct parents of this level's nodes (-1: root)
-        if d == 1:
-            logits = root_logits[None]
-        else:
-            logits = expand(feeder.level(nodes_up, tokens, parents, depths, anc))
+        logits = feeder.logits(d, nodes_up)
         toks, lq, ok, q = draft_children(logits, level["width"], sampling, generator)
-        if q is not None:
-            q_rows.append(q)
-            q_index[nodes_up + 1] = torch.arange(rows, rows + q.shape[0], device=device)
-            rows += q.shape[0]
+        q_rows.add(q, nodes_up)
         nodes, pp, rk = level["nodes"], level["parent_pos"], level["ranks"]
         tokens[nodes], logq[nodes], valid[nodes] = toks[pp, rk], lq[pp, rk], ok[pp, rk]
     tree = DraftTree(
-        tokens, parents, depths, logq.exp(),
-        torch.cat(q_rows) if q_rows else None,
-        q_index if q_rows else None,
+        tokens, parents, depths, logq.exp(), q_rows.stacked(),
+        q_rows.index if q_rows.rows else None,
         buffers,
     )  # fmt: skip
     if not sampling.greedy and not bool(valid.all()):
@@ -193,20 +216,12 @@ def grow_dynamic(
     score = torch.zeros(cap, device=device)
     valid = torch.ones(cap, dtype=torch.bool, device=device)
     anc = torch.zeros(cap, cap, dtype=torch.bool, device=device)
-    q_index = torch.full((cap + 1,), -1, dtype=torch.long, device=device)
-    feeder = _Feeder(cap, device)
-    q_rows, rows = [], 0
+    feeder = _Feeder(root_logits, expand, tokens, parents, depths, anc)
+    q_rows = _QRows(cap, device)
     count, frontier = 0, torch.full((1,), -1, dtype=torch.long, device=device)
     for d in range(1, depth + 1):
-        if d == 1:
-            logits = root_logits[None]
-        else:
-            logits = expand(feeder.level(frontier, tokens, parents, depths, anc))
-        toks, lq, ok, q = draft_children(logits, k, sampling, generator)
-        if q is not None:
-            q_rows.append(q)
-            q_index[frontier + 1] = torch.arange(rows, rows + q.shape[0], device=device)
-            rows += q.shape[0]
+        toks, lq, ok, q = draft_children(feeder.logits(d, frontier), k, sampling, generator)
+        q_rows.add(q, frontier)
         new = torch.arange(count, count + toks.numel(), device=device)
         par = frontier.repeat_interleave(k)
         tokens[new], parents[new], depths[new] = toks.reshape(-1), par, d
@@ -233,7 +248,26 @@ def grow_dynamic(
         remap[parents[keep] + 1],
         depths[keep],
         logq[keep].exp(),
-        torch.cat(q_rows) if q_rows else None,
-        torch.cat([q_index[:1], q_index[keep + 1]]) if q_rows else None,
+        q_rows.stacked(),
+        torch.cat([q_rows.index[:1], q_rows.index[keep + 1]]) if q_rows.rows else None,
     )
     return tree, feeder.slots[keep]
+
+
+def grow_tree(
+    policy: StaticTree | DynamicTree,
+    root_logits: torch.Tensor,
+    expand: Expand,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[DraftTree, torch.Tensor]:
+    """Grow the tree ``policy`` asks for: :func:`grow_static` or :func:`grow_dynamic`.
+
+    Raises:
+        TypeError: If ``policy`` is neither a :class:`StaticTree` nor a :class:`DynamicTree`.
+    """
+    if isinstance(policy, StaticTree):
+        return grow_static(policy, root_logits, expand, sampling, generator)
+    if isinstance(policy, DynamicTree):
+        return grow_dynamic(policy, root_logits, expand, sampling, generator)
+    raise TypeError(f"unsupported tree policy {policy!r}; use StaticTree or DynamicTree")

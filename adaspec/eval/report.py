@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adaspec._base.atomic import write_text_atomic
+
 
 def _to_jsonable(value: Any) -> Any:
     """Turn tensors, numpy values, paths, dataclasses and non-finite floats into JSON values."""
@@ -51,10 +53,7 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_to_jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(_to_jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def format_cell(value: Any, digits: int = 4) -> str:

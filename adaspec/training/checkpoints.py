@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from adaspec._base.atomic import atomic_folder, write_text_atomic
 from adaspec.config import ConfigBase, save_config
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ class CheckpointCommitMixin:
 
             write_fingerprint(tokenizer, folder)
         stats = {"gradient_tokens": getattr(self, "_gradient_tokens", None)}
-        _write_atomic(folder / STATS_FILE, json.dumps(stats))
-        _write_atomic(folder / COMMIT_MARKER, str(self.state.global_step))  # type: ignore[attr-defined]
+        write_text_atomic(folder / STATS_FILE, json.dumps(stats))
+        write_text_atomic(folder / COMMIT_MARKER, str(self.state.global_step))  # type: ignore[attr-defined]
         if limit is not None:
             rotate_committed_checkpoints(run_dir, limit)
 
@@ -81,12 +82,6 @@ class CheckpointCommitMixin:
             tokens = json.loads(stats_file.read_text()).get("gradient_tokens")
             if tokens is not None:
                 self._gradient_tokens = float(tokens)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -205,29 +200,16 @@ def save_final(
     Everything is written to a sibling temporary folder first, then renamed into place, so a
     reader never sees a half-written model.
     """
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        from adaspec.tokenizer_io import write_fingerprint
+    with atomic_folder(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            from adaspec.tokenizer_io import write_fingerprint
 
-        tokenizer.save_pretrained(tmp)
-        write_fingerprint(tokenizer, tmp)
-    if config is not None:
-        save_config(config, tmp)
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, directory)
-    return directory
+            tokenizer.save_pretrained(tmp)
+            write_fingerprint(tokenizer, tmp)
+        if config is not None:
+            save_config(config, tmp)
+    return Path(directory)
 
 
 def is_complete_model_dir(directory: str | os.PathLike) -> bool:

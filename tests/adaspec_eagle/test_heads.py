@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers import make_tiny_model
 
-from adaspec_eagle.heads import Eagle1Head, Eagle3Head, draft_vocab_from_counts
+from adaspec_eagle.heads import Eagle1Head, Eagle3Head, build_head, draft_vocab_from_counts
 from adaspec_eagle.unroll import eagle1_forward, eagle3_targets, eagle3_unroll
 
 
@@ -85,3 +85,58 @@ def test_head_without_target_says_attach():
     head = Eagle1Head(target.config)
     with pytest.raises(RuntimeError, match="attach"):
         head(torch.zeros(1, 2, 32), input_ids=torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_build_head_kinds_and_refusal():
+    target = make_tiny_model("llama", vocab_size=64, num_layers=4)
+    assert type(build_head(target.config, "eagle1")) is Eagle1Head
+    assert type(build_head(target.config, "eagle3", draft_vocab_size=8)) is Eagle3Head
+    with pytest.raises(ValueError, match="'eagle1' or 'eagle3'.*'eagle2'"):
+        build_head(target.config, "eagle2")
+
+
+@pytest.mark.parametrize("size", [-1, 65])
+def test_eagle3_head_rejects_draft_vocab_size_out_of_range(size):
+    target = make_tiny_model("llama", vocab_size=64, num_layers=4)
+    with pytest.raises(ValueError, match=rf"draft_vocab_size={size} must be in \[1, 64\]"):
+        Eagle3Head(target.config, draft_vocab_size=size)
+
+
+def test_set_draft_vocab_rejects_wrong_count_and_out_of_vocab_ids():
+    head = Eagle3Head(
+        make_tiny_model("llama", vocab_size=64, num_layers=4).config, draft_vocab_size=4
+    )
+    with pytest.raises(ValueError, match="3 distinct ids, expected draft_vocab_size=4"):
+        head.set_draft_vocab(torch.tensor([1, 2, 2, 3]))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 64\)"):
+        head.set_draft_vocab(torch.tensor([1, 2, 3, 64]))
+
+
+def test_draft_logits_to_target_puts_minus_inf_outside_the_draft_vocab():
+    head = Eagle3Head(
+        make_tiny_model("llama", vocab_size=64, num_layers=4).config, draft_vocab_size=3
+    )
+    head.set_draft_vocab(torch.tensor([5, 10, 60]))
+    out = head.draft_logits_to_target(torch.tensor([[1.0, 2.0, 3.0]]))
+    assert out.shape == (1, 64)
+    assert out[0, [5, 10, 60]].tolist() == [1.0, 2.0, 3.0]
+    assert torch.isinf(out).sum() == 61
+
+
+@pytest.mark.parametrize("kind", ["eagle1", "eagle3"])
+def test_head_step_is_forward_and_default_positions_follow_the_cache(kind):
+    from transformers import DynamicCache
+
+    target = make_tiny_model("llama", vocab_size=64, num_layers=4)
+    torch.manual_seed(0)
+    head = build_head(target.config, kind).attach(target).eval()
+    ids = torch.randint(0, 64, (1, 4))
+    hidden = torch.randn(1, 4, 32)
+    full = head(hidden, input_ids=ids)
+    torch.testing.assert_close(head.step(hidden, input_ids=ids), full)
+    # Feed the first three tokens, then the fourth with the cache: its default position is 3.
+    cache = DynamicCache()
+    head(hidden[:, :3], input_ids=ids[:, :3], cache=cache)
+    mask = torch.zeros(1, 1, 1, 4)
+    last = head.step(hidden[:, 3:], input_ids=ids[:, 3:], attention_mask=mask, cache=cache)
+    torch.testing.assert_close(last, full[:, 3:], atol=1e-5, rtol=1e-5)
