@@ -13,6 +13,7 @@ def test_package_versions_reads_installed_and_missing():
 
 def test_git_commit_names_head_and_dirty_state(tmp_path):
     assert git_commit(tmp_path) is None  # not a checkout
+
     def run(*args):
         return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
 
