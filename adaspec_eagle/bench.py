@@ -36,6 +36,7 @@ from adaspec.data import (
 from adaspec.decoding import DraftModelDrafter, SpeculativeDecoder, acceptance_counts
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.modeling import load_model, load_tokenizer
+from adaspec.provenance import describe_environment, environment
 from adaspec_eagle.bench_config import BenchConfig, BenchMethod
 
 logger = logging.getLogger(__name__)
@@ -304,9 +305,12 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         "prompt_tokens": sum(int(x.shape[1]) for x in ids),
         "methods": rows,
     }
+    results["environment"] = environment()
     table = markdown_table(rows, COLUMNS, digits=3)
     results["markdown"] = table
     write_json(results, out / "bench.json")
-    (out / "bench.md").write_text(table)
+    (out / "bench.md").write_text(
+        table + "\n" + describe_environment(results["environment"]) + "\n"
+    )
     _plot(rows, out / "bench.png")
     return results

@@ -69,7 +69,9 @@ def test_bench_runs_every_method_and_speculative_is_lossless(setup):
         assert row["overhead_ms_per_step"] >= 0.0 and len(row["acceptance_by_depth"]) >= 1
     for f in ("bench.json", "bench.md", "bench.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
-    assert "τ" in (tmp_path / "out" / "bench.md").read_text()
+    written = (tmp_path / "out" / "bench.md").read_text()
+    assert "τ" in written and "Produced with adaspec" in written
+    assert result["environment"]["transformers"] and result["environment"]["device"]
 
 
 def test_bench_config_errors_name_the_field(setup):
