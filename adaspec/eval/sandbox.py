@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import IO
 
 try:  # imported here: in the child the sandbox uid may not be able to read lib-dynload
@@ -278,7 +279,15 @@ def _kill_uid(uid: int) -> None:
 
     def reap() -> None:  # pragma: no cover - runs in the child
         _drop_to(uid)
-        os.kill(-1, signal.SIGKILL)  # every process this uid may signal, except the caller
+        # Every process this uid may signal, except the caller; again until none is left, since a
+        # process that was forking during one sweep can leave a child the sweep did not see.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
 
     true = shutil.which("true") or "/bin/true"
     try:
