@@ -152,22 +152,7 @@ def saved_config(folder: str | os.PathLike) -> Any | None:
             f"{path} cannot be read by this version ({err}): use a new output_dir, or rerun with "
             "--no-resume to retrain every stage"
         ) from err
-    # ``from_dict`` builds a default section for an optional section saved as null (draft_pretrain,
-    # draft.optim); keep those null, as they were when the stage was trained.
-    _null_sections(config, raw)
     return config
-
-
-def _null_sections(config: Any, raw: dict) -> None:
-    from adaspec.config import ConfigBase
-
-    for key, value in raw.items():
-        current = getattr(config, key, None)
-        if isinstance(current, ConfigBase):
-            if value is None:
-                object.__setattr__(config, key, None)
-            elif isinstance(value, dict):
-                _null_sections(current, value)
 
 
 def find_drift(config: Any, stage: str, folder: str | os.PathLike) -> list[str]:
