@@ -40,7 +40,7 @@ class TargetFeatures:
         loss_mask: 1 on response tokens [B, T].
         hidden: lm_head input of the target [B, T, H].
         aux: Concatenated target layers for EAGLE-3 [B, T, kH], or None.
-        logits: Target logits [B, T, V] (``lm_head(hidden)``).
+        logits: Target logits [B, T, V] (``lm_head(hidden)``), or None when not computed.
 
     """
 
@@ -49,7 +49,7 @@ class TargetFeatures:
     loss_mask: torch.Tensor
     hidden: torch.Tensor
     aux: torch.Tensor | None
-    logits: torch.Tensor
+    logits: torch.Tensor | None
 
 
 @torch.no_grad()
@@ -99,12 +99,16 @@ def capture_features(
 
 @torch.no_grad()
 def features_from_batch(
-    target: nn.Module, batch: dict[str, torch.Tensor], aux_layers: Sequence[int] | None
+    target: nn.Module,
+    batch: dict[str, torch.Tensor],
+    aux_layers: Sequence[int] | None,
+    with_logits: bool = True,
 ) -> TargetFeatures:
     """Online or offline features: dumped ``hidden``/``aux`` when present, else run the target.
 
     Offline logits are recomputed as ``lm_head(hidden)`` (EAGLE does the same), so dumps never
-    store V-wide tensors.
+    store V-wide tensors; ``with_logits=False`` skips that (``logits`` is None) for a loss that
+    takes them at a few rows itself (:mod:`adaspec_eagle.rows`).
     """
     if "hidden" not in batch:
         return capture_features(
@@ -121,7 +125,7 @@ def features_from_batch(
         loss_mask=batch["loss_mask"],
         hidden=hidden,
         aux=aux,
-        logits=lm_head(hidden),
+        logits=lm_head(hidden) if with_logits else None,
     )
 
 

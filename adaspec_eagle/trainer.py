@@ -20,10 +20,11 @@ from transformers import Trainer
 
 from adaspec.losses import SelectiveLossSettings
 from adaspec_eagle.checkpoint import WEIGHTS_NAME, save_head
-from adaspec_eagle.features import features_from_batch
+from adaspec_eagle.features import TargetFeatures, features_from_batch
 from adaspec_eagle.heads import Eagle1Head, Eagle3Head
 from adaspec_eagle.losses import PLAIN_EAGLE, EagleLossOutput, eagle1_loss, eagle3_loss
-from adaspec_eagle.unroll import eagle1_forward, eagle3_targets, eagle3_unroll
+from adaspec_eagle.rows import eagle3_rows_loss, rows_path_applies, target_rows
+from adaspec_eagle.unroll import eagle1_forward, eagle3_targets, eagle3_unroll_hidden
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class HeadTrainingModule(nn.Module):
         self.settings = settings
 
     def forward(self, *inputs: torch.Tensor | None) -> Any:
-        """:func:`head_pass` of the wrapped head (EAGLE-1 outputs, or EAGLE-3 logits per step).
+        """:func:`head_pass` of the wrapped head (EAGLE-1 outputs, or EAGLE-3 outputs per step).
 
         Args:
             *inputs: ``hidden, input_ids, attention_mask, loss_mask, aux`` as :func:`head_pass`.
@@ -68,9 +69,14 @@ def head_pass(
     loss_mask: torch.Tensor,
     aux: torch.Tensor | None = None,
 ) -> Any:
-    """One training-time pass of either head kind (see :mod:`adaspec_eagle.unroll`)."""
+    """One training-time pass of either head kind (see :mod:`adaspec_eagle.unroll`).
+
+    Returns:
+        EAGLE-1: :class:`~adaspec_eagle.unroll.Eagle1Outputs`; EAGLE-3: the head's output per TTT
+        step ``[B, T, H]`` (the logits are taken in :func:`head_loss`, at the rows that count).
+    """
     if isinstance(head, Eagle3Head):
-        return eagle3_unroll(
+        return eagle3_unroll_hidden(
             head, aux, input_ids, attention_mask, settings.ttt_steps, noise=settings.noise
         )
     return eagle1_forward(head, hidden, input_ids, loss_mask, attention_mask, noise=settings.noise)
@@ -79,15 +85,42 @@ def head_pass(
 def head_loss(
     head: Eagle1Head | Eagle3Head,
     out: Any,
-    target_logits: torch.Tensor,
-    loss_mask: torch.Tensor,
+    feats: TargetFeatures,
     settings: LossSettings,
     ref_out: Any = None,
+    ref_head: Eagle1Head | Eagle3Head | None = None,
+    target_lm_head: nn.Module | None = None,
 ) -> EagleLossOutput:
-    """Compute the loss of one head pass (AdaSPEC-filtered when ``ref_out`` is given)."""
+    """The loss of one head pass (AdaSPEC-filtered when ``ref_out`` is given).
+
+    Args:
+        head: The head trained.
+        out: Its :func:`head_pass`.
+        feats: The batch's target features.
+        settings: Loss settings.
+        ref_out: The reference head's :func:`head_pass` (no gradient), or None.
+        ref_head: The reference head (EAGLE-3 takes its logits at the scored rows).
+        target_lm_head: The target's output embedding. EAGLE-3 with it computes the target's
+            logits and both heads' only at the scored rows (:mod:`adaspec_eagle.rows`: the same
+            value, far less work on a large vocabulary); without it ``feats.logits`` is used.
+
+    """
     if isinstance(head, Eagle3Head):
-        targets = eagle3_targets(head, target_logits, loss_mask, len(out))
-        return eagle3_loss(out, targets, ref_out, settings.selective, decay=settings.decay)
+        if ref_out is not None and ref_head is None:
+            raise ValueError("an EAGLE-3 ref_out needs its ref_head (for its logits)")
+        selective = settings.selective
+        if target_lm_head is not None and rows_path_applies(selective):
+            rows = target_rows(head, feats.hidden, target_lm_head, feats.loss_mask)
+            return eagle3_rows_loss(
+                head, out, rows, feats.loss_mask, ref_head if ref_out is not None else None,
+                ref_out, selective, decay=settings.decay,
+            )  # fmt: skip
+        if feats.logits is None:
+            raise ValueError("the dense EAGLE-3 loss needs feats.logits (or a target_lm_head)")
+        logits = [head.logits(h) for h in out]
+        ref_logits = None if ref_out is None else [ref_head.logits(h) for h in ref_out]
+        targets = eagle3_targets(head, feats.logits, feats.loss_mask, len(out))
+        return eagle3_loss(logits, targets, ref_logits, selective, decay=settings.decay)
     return eagle1_loss(
         out.pred_features,
         out.target_features,
@@ -136,7 +169,11 @@ class EagleTrainer(Trainer):
         """Target features (online or dumped), head pass, reference pass, loss."""
         head = self.head
         aux_layers = head.aux_layers if isinstance(head, Eagle3Head) else None
-        feats = features_from_batch(self.target, inputs, aux_layers)
+        lm_head = self.target.get_output_embeddings() if aux_layers is not None else None
+        # EAGLE-3 takes the target's logits at the scored rows only (lm_head given); the
+        # dense path and EAGLE-1 read them whole.
+        dense = lm_head is None or not rows_path_applies(self.settings.selective)
+        feats = features_from_batch(self.target, inputs, aux_layers, with_logits=dense)
         hidden = feats.hidden.to(head.fc.weight.dtype)
         aux = feats.aux.to(head.fc.weight.dtype) if feats.aux is not None else None
         args = (hidden, feats.input_ids, feats.attention_mask, feats.loss_mask, aux)
@@ -145,7 +182,7 @@ class EagleTrainer(Trainer):
         if self.ref_head is not None and self.settings.selective.k < 1.0:
             with torch.no_grad():
                 ref_out = head_pass(self.ref_head, self.settings, *args)
-        res = head_loss(head, out, feats.logits, feats.loss_mask, self.settings, ref_out)
+        res = head_loss(head, out, feats, self.settings, ref_out, self.ref_head, lm_head)
         self._extra.setdefault("ploss", []).append(float(res.ploss.detach()))
         if res.vloss is not None:
             self._extra.setdefault("vloss", []).append(float(res.vloss.detach()))

@@ -92,7 +92,7 @@ def ttt_mask(
     return arch.additive(torch.cat([allowed] + [eye] * step, dim=-1), dtype)
 
 
-def eagle3_unroll(
+def eagle3_unroll_hidden(
     head: Eagle3Head,
     aux_hidden: torch.Tensor,
     input_ids: torch.Tensor,
@@ -111,7 +111,8 @@ def eagle3_unroll(
         noise: Uniform noise half-width on the fused input features (training only).
 
     Returns:
-        Draft-vocabulary logits per step, each [B, T, V_draft]; step i predicts position t + 1 + i.
+        The head's output per step, each [B, T, H] (``head.logits`` of it predicts position
+        t + 1 + i at step i).
 
     """
     b, t = input_ids.shape
@@ -130,8 +131,26 @@ def eagle3_unroll(
             position_ids=base + i,
             cache=cache,
         )
-        out.append(head.logits(hidden))
+        out.append(hidden)
     return out
+
+
+def eagle3_unroll(
+    head: Eagle3Head,
+    aux_hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    steps: int = 7,
+    noise: float = 0.0,
+) -> list[torch.Tensor]:
+    """Draft-vocabulary logits per TTT step, each [B, T, V_draft] (step i predicts t + 1 + i).
+
+    :func:`eagle3_unroll_hidden` through ``head.logits``.
+    """
+    return [
+        head.logits(h)
+        for h in eagle3_unroll_hidden(head, aux_hidden, input_ids, attention_mask, steps, noise)
+    ]
 
 
 def eagle3_targets(

@@ -36,7 +36,7 @@ def test_head_training_lowers_loss(family, kind):
 
     def loss():
         out = head_pass(head, settings, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
-        return head_loss(head, out, f.logits, f.loss_mask, settings).loss
+        return head_loss(head, out, f, settings).loss
 
     first = float(loss().detach())
     for _ in range(15):
@@ -58,14 +58,14 @@ def test_adaspec_loss_uses_reference_and_keeps_fraction():
     out = head_pass(head, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
     with torch.no_grad():
         ref_out = head_pass(ref, s, f.hidden, f.input_ids, f.attention_mask, f.loss_mask, f.aux)
-    res = head_loss(head, out, f.logits, f.loss_mask, s, ref_out)
+    res = head_loss(head, out, f, s, ref_out, ref)
     plain = head_loss(
         head,
         out,
-        f.logits,
-        f.loss_mask,
+        f,
         LossSettings(selective=SelectiveLossSettings(k=1.0), ttt_steps=2),
         ref_out,
+        ref,
     )
     for kept, all_kept in zip(res.kept, plain.kept):
         frac = float(kept.sum()) / float(all_kept.sum())
