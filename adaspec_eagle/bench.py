@@ -33,7 +33,12 @@ from adaspec.data import (
     load_records,
     use_chat_template,
 )
-from adaspec.decoding import DraftModelDrafter, SpeculativeDecoder, acceptance_counts
+from adaspec.decoding import (
+    DraftModelDrafter,
+    SamplingConfig,
+    SpeculativeDecoder,
+    acceptance_counts,
+)
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.modeling import load_model, load_tokenizer
 from adaspec.provenance import describe_environment, environment
@@ -60,7 +65,9 @@ def _first_turn(rec: dict[str, Any], path: str) -> str:
 
 
 def load_prompts(config: BenchConfig) -> list[Example]:
-    """The first ``num_prompts`` prompts of the prompt file (MT-bench turns, dataset, or prompt).
+    """``num_prompts`` prompts of the prompt file (MT-bench turns, dataset records, or prompts).
+
+    Records ``first_record``, ``first_record + every``, ... are taken, in file order.
 
     Raises:
         ValueError: Naming file, line and field for an MT-bench record whose ``turns`` is not a
@@ -69,7 +76,8 @@ def load_prompts(config: BenchConfig) -> list[Example]:
     """
     records = load_records(config.prompts)
     out = []
-    for rec in records[: config.num_prompts]:
+    picked = records[config.first_record :: config.every][: config.num_prompts]
+    for rec in picked:
         if "turns" in rec:
             out.append(Example(prompt=_first_turn(rec, config.prompts) + "\n", response=""))
         elif config.task:
@@ -82,7 +90,10 @@ def load_prompts(config: BenchConfig) -> list[Example]:
                 f"(fields: {sorted(k for k in rec if not k.startswith('_'))}); set task: to format it"
             )
     if not out:
-        raise ValueError(f"{config.prompts} holds no prompt")
+        raise ValueError(
+            f"{config.prompts} holds no prompt from record {config.first_record} on "
+            f"({len(records)} records): lower first_record"
+        )
     return out
 
 
@@ -100,6 +111,8 @@ class _Runner:
         self._drafts: dict[str, Any] = {}
         self._decoders: dict[str, SpeculativeDecoder] = {}
         self._targets: dict[str, Any] = {config.dtype: target}
+        self.sampling = SamplingConfig(temperature=config.temperature)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
 
     def target_in(self, dtype: str | None) -> Any:
         """The target in ``dtype`` (loaded once per dtype; None: the config's)."""
@@ -124,7 +137,9 @@ class _Runner:
                 drafter = EagleDrafter(head, self.target)
             else:
                 drafter = DraftModelDrafter(self.draft(method.draft or self.config.draft))
-            self._decoders[method.name] = SpeculativeDecoder(self.target, drafter, tree=method.tree)
+            self._decoders[method.name] = SpeculativeDecoder(
+                self.target, drafter, tree=method.tree, sampling=self.sampling
+            )
         return self._decoders[method.name]
 
     def _sync(self) -> None:
@@ -139,7 +154,7 @@ class _Runner:
         start = time.perf_counter()
         if method.kind == "speculative":
             result = self.decoder(method).generate(
-                ids, max_new_tokens=n, eos_token_id=self.eos, timing=True
+                ids, max_new_tokens=n, eos_token_id=self.eos, generator=self.generator, timing=True
             )
             self._sync()
             seconds = time.perf_counter() - start
@@ -156,6 +171,8 @@ class _Runner:
             eos_token_id=self.eos,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        if not self.sampling.greedy:  # plain temperature sampling: the model's top-k/p off
+            kwargs.update(do_sample=True, temperature=self.sampling.temperature, top_k=0, top_p=1.0)
         if method.kind == "assisted":
             kwargs["assistant_model"] = self.draft(method.draft or self.config.draft)
         elif method.kind == "prompt_lookup":
@@ -285,7 +302,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     vanilla = next(
         (m.name for m in methods if m.kind == "vanilla" and m.dtype in (None, config.dtype)), None
     )
-    reference = [r["tokens"] for r in runs[vanilla]] if vanilla else None
+    # Sampled outputs differ from vanilla's by chance: compared only under greedy decoding.
+    reference = [r["tokens"] for r in runs[vanilla]] if vanilla and not config.temperature else None
     rows = [_summarize(m, runs[m.name], reference) for m in methods]
     base = next((r["tokens_per_s"] for r in rows if r["method"] == vanilla), None)
     for row in rows:
@@ -302,6 +320,7 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "num_prompts": len(ids),
         "chat_template": chat,
+        "temperature": config.temperature,
         "prompt_tokens": sum(int(x.shape[1]) for x in ids),
         "methods": rows,
     }

@@ -110,7 +110,20 @@ class BenchConfig(ConfigBase):
         help="prompts through the tokenizer's chat template (one user turn, then the assistant "
         "header): auto (when it has one), always or never",
     )
-    num_prompts: int = cfg_field(10, help="prompts to time (the first N of the file)")
+    num_prompts: int = cfg_field(
+        10, help="prompts to time: N records from first_record on, every `every`-th one"
+    )
+    every: int = cfg_field(
+        1, help="take every n-th record (MT-bench is sorted by category: 4 spreads 20 over all 8)"
+    )
+    first_record: int = cfg_field(
+        0, help="records of the prompt file skipped first (e.g. 10 for MBPP's test split, 11-510)"
+    )
+    temperature: float = cfg_field(
+        0.0,
+        help="0: greedy (outputs compared with vanilla's); > 0: every row samples at this "
+        "temperature, without top-k/top-p (speculative rows stay exact in distribution)",
+    )
     max_new_tokens: int = cfg_field(128, help="new tokens per prompt (stops early at EOS)")
     warmup: int = cfg_field(1, help="untimed prompts run through every method first")
     methods: list = cfg_field(
@@ -131,6 +144,9 @@ class BenchConfig(ConfigBase):
                 "prompts is empty: give a prompt .jsonl (MT-bench turns or a dataset file)"
             )
         check_range("num_prompts", self.num_prompts, 1)
+        check_range("first_record", self.first_record, 0)
+        check_range("every", self.every, 1)
+        check_range("temperature", self.temperature, 0.0, hint="use 0 for greedy decoding")
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("warmup", self.warmup, 0)
         check_choice("dtype", self.dtype, DTYPES)

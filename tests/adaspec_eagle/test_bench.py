@@ -91,3 +91,50 @@ def test_bench_config_errors_name_the_field(setup):
         BenchConfig(
             target="t", draft="d", prompts=str(prompts), methods=[{"name": "c", "treee": "chain:2"}]
         )
+
+
+def test_bench_samples_at_temperature_and_skips_the_output_check(setup):
+    tmp_path, prompts = setup
+
+    def bench(seed):
+        config = BenchConfig(
+            target=str(tmp_path / "target"), draft=str(tmp_path / "draft"), prompts=str(prompts),
+            num_prompts=2, max_new_tokens=16, warmup=0, temperature=1.0, seed=seed,
+            output_dir=str(tmp_path / f"out{seed}"),
+            methods=[{"name": "vanilla", "kind": "vanilla"},
+                     {"name": "chain", "kind": "speculative", "tree": "chain:3"}],
+        )  # fmt: skip
+        result = run_benchmark(config)
+        runs = json.loads((tmp_path / f"out{seed}" / "bench.json").read_text())
+        return result, runs
+
+    result, written = bench(0)
+    rows = {r["method"]: r for r in result["methods"]}
+    assert written["temperature"] == 1.0
+    assert "identical_to_vanilla" not in rows["chain"]  # sampled outputs differ by chance
+    assert rows["chain"]["tau"] >= 1.0 and rows["chain"]["new_tokens"] > 0
+    # Sampling is seeded: the same seed gives the same tokens, another seed others.
+    again, _ = bench(0)
+    other, _ = bench(1)
+    same = [r["new_tokens"] for r in again["methods"]] == [
+        r["new_tokens"] for r in result["methods"]
+    ]
+    assert same and again["methods"][1]["tau"] == rows["chain"]["tau"]
+    assert [r["tau"] for r in other["methods"]] != [r["tau"] for r in result["methods"]] or [
+        r["new_tokens"] for r in other["methods"]
+    ] != [r["new_tokens"] for r in result["methods"]]
+
+
+def test_bench_first_record_skips_records(setup):
+    from adaspec_eagle.bench import load_prompts
+
+    tmp_path, prompts = setup
+    only = {"methods": [{"name": "vanilla", "kind": "vanilla"}]}
+    config = BenchConfig(target="t", prompts=str(prompts), num_prompts=5, first_record=1, **only)
+    assert [p.prompt for p in load_prompts(config)] == ["add 7 and 1.\n"]
+    every = BenchConfig(target="t", prompts=str(prompts), num_prompts=5, every=2, **only)
+    assert [p.prompt for p in load_prompts(every)] == ["what is 2 plus 3?\n"]
+    with pytest.raises(ValueError, match="lower first_record"):
+        load_prompts(BenchConfig(target="t", prompts=str(prompts), first_record=2, **only))
+    with pytest.raises(ConfigError, match="first_record"):
+        BenchConfig(target="t", prompts=str(prompts), first_record=-1, **only)
