@@ -87,6 +87,7 @@ def compare_drafts(
         quality=ev.quality,
         chat_template=config.data.chat_template,
         alpha_method=ev.alpha_method,
+        target_outputs=ev.target_outputs,
     )
     heldout = examples[: ev.num_examples]
     results["reference_alignment"] = reference_alignment(

@@ -82,6 +82,11 @@ class CompareConfig(ConfigBase):
         help="decode: speculative decoding per draft (checks output = target's); teacher_forced: "
         "the same greedy rounds from a teacher-forced draft forward (no decoding; for large targets)",
     )
+    target_outputs: str | None = cfg_field(
+        None,
+        help="jsonl cache of the target's greedy continuations, shared by runs of one target "
+        "(seeds, recipes, tasks): keyed by its weights, the prompt and the length; null decodes",
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -49,6 +49,7 @@ from adaspec.eval.greedy_alpha import ALPHA_METHODS, simulate_greedy_chain
 from adaspec.eval.loading import check_finite_logits, load_eval_models
 from adaspec.eval.metrics import canonical_task, mean_dicts, score
 from adaspec.eval.report import write_eval_outputs
+from adaspec.eval.target_outputs import TargetOutputCache
 from adaspec.eval.token_acceptance import min_overlap, scored_logits
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def evaluate_models(
     warmup: bool = True,
     chat_template: str = "never",
     alpha_method: str = "decode",
+    target_outputs: str | None = None,
 ) -> dict[str, Any]:
     """Measure acceptance and quality of in-memory drafts against an in-memory target.
 
@@ -130,6 +132,10 @@ def evaluate_models(
             teacher-forced draft forward over the target's greedy continuation
             (:mod:`adaspec.eval.greedy_alpha`), without decoding: much cheaper on a large
             target, no speed or output check.
+        target_outputs: A jsonl file of the target's greedy continuations
+            (:class:`~adaspec.eval.target_outputs.TargetOutputCache`), read where it holds this
+            target's output for a prompt and appended to otherwise; None decodes every prompt.
+            The target's time is then the time recorded when it was decoded.
 
     Returns:
         A JSON-ready dict: ``settings``, ``target`` (quality, tokens, time), ``drafts`` (name ->
@@ -168,6 +174,7 @@ def evaluate_models(
         if decode
     }
     accs = {name: DraftAccumulator(gamma) for name in drafts}
+    cache = TargetOutputCache(target_outputs, target) if target_outputs else None
     target_quality: list[dict[str, float]] = []
     target_tokens = 0
     target_seconds = 0.0
@@ -180,10 +187,17 @@ def evaluate_models(
             decoder.generate(first, min(8, max_new_tokens), eos_list)
     for i, example in enumerate(tqdm(examples, desc="eval", disable=not progress)):
         prompt = torch.tensor([build_prompt_ids(example, tokenizer, chat)], device=device)
-        ref = autoregressive_generate(target, prompt, max_new_tokens, eos_list, sampling=greedy)
-        ref_tokens = ref.new_tokens[0].tolist()
+        key = cache.key(prompt[0].tolist(), max_new_tokens, eos_list) if cache else None
+        hit = cache.get(key) if cache else None
+        if hit is None:
+            ref = autoregressive_generate(target, prompt, max_new_tokens, eos_list, sampling=greedy)
+            ref_tokens, ref_s = ref.new_tokens[0].tolist(), ref.total_s
+            if cache:
+                cache.put(key, ref_tokens, ref_s)
+        else:
+            ref_tokens, ref_s = hit
         target_tokens += len(ref_tokens)
-        target_seconds += ref.total_s
+        target_seconds += ref_s
         ref_text = _decode(tokenizer, ref_tokens, eos)
         ref_scores = score(kind, ref_text, example, timeout=mbpp_timeout) if kind else {}
         target_quality.append(ref_scores)
@@ -195,7 +209,7 @@ def evaluate_models(
             "drafts": {},
         }
         # The target's greedy continuation, reused teacher-forced for the token-level acceptance.
-        full = torch.cat([prompt, ref.new_tokens.to(device)], dim=1)
+        full = torch.cat([prompt, torch.tensor([ref_tokens], dtype=prompt.dtype, device=device)], 1)
         p_len = prompt.shape[1]
         t_logits = scored_logits(target, full, p_len, vocab) if token_acceptance else None
         for name, draft in drafts.items():
@@ -253,6 +267,7 @@ def evaluate_models(
             "max_new_tokens": max_new_tokens,
             "chat_template": chat,
             "alpha_method": alpha_method,
+            "target_outputs_cached": cache.hits if cache else 0,
             "eos_token_ids": eos_list,
             "vocab_size": vocab,
             "device": str(device),
