@@ -4,8 +4,9 @@ For every prompt the methods run in a rotated order (prompt i starts with method
 ``warmup`` untimed prompts, so drift of the machine is spread over all methods. Per method it
 reports tokens/s, speedup over vanilla ``generate`` (ratio of tokens/s measured in the same run),
 the mean accepted length τ (tokens committed per target forward), acceptance by depth, target
-forwards per token, the decoder's own time per step (everything outside the model forwards), and
-whether the greedy output equals vanilla's. Output: ``bench.json``, ``bench.md``, ``bench.png``.
+forwards per token, the draft and verify times per step and the decoder's own time (everything
+outside the model forwards), the τ-bound ``τ · t_vanilla / (t_draft + t_verify)`` (the speedup
+the step's model time allows), and whether the greedy output equals vanilla's. Output: ``bench.json``, ``bench.md``, ``bench.png``.
 
 τ is given pooled (all new tokens / all target forwards, the prefill's included for transformers'
 ``generate`` rows, counted by a forward hook on the target) and per request (the mean over prompts
@@ -261,6 +262,7 @@ COLUMNS = {
     "method": "method",
     "tokens_per_s": "tokens/s",
     "speedup": "speedup",
+    "speedup_bound": "τ-bound (τ · t_vanilla / (t_draft + t_verify))",
     "tau": "τ pooled (tokens / target forward)",
     "tau_per_request": "τ per request (mean over prompts)",
     "alpha": "α",
@@ -309,6 +311,11 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     for row in rows:
         tps = row.get("tokens_per_s")
         row["speedup"] = tps / base if base and tps else None
+        # The τ-bound: τ target tokens per step that costs draft + verify, against vanilla's
+        # time per token; the decoder's own time is what separates it from the speedup.
+        step_ms = (row.get("draft_ms_per_step") or 0.0) + (row.get("verify_ms_per_step") or 0.0)
+        if base and row.get("tau") and step_ms > 0:
+            row["speedup_bound"] = row["tau"] * (1e3 / base) / step_ms
         for key, value in list(row.items()):
             if isinstance(value, float) and not math.isfinite(value):
                 row[key] = None

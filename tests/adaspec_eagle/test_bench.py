@@ -67,6 +67,11 @@ def test_bench_runs_every_method_and_speculative_is_lossless(setup):
         row = rows[name]
         assert row["tau"] >= 1.0 and row["target_forwards_per_token"] <= 1.0
         assert row["overhead_ms_per_step"] >= 0.0 and len(row["acceptance_by_depth"]) >= 1
+        # The draft and verify times are parts of the row's time: the bound is above the speedup.
+        step_ms = row["draft_ms_per_step"] + row["verify_ms_per_step"]
+        vanilla_ms = 1e3 / rows["vanilla"]["tokens_per_s"]
+        assert row["speedup_bound"] == pytest.approx(row["tau"] * vanilla_ms / step_ms)
+        assert row["speedup"] <= row["speedup_bound"]
     for f in ("bench.json", "bench.md", "bench.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     written = (tmp_path / "out" / "bench.md").read_text()
