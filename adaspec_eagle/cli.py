@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tree", default="static:small_10", help="tree policy spec")
     check.add_argument("--atol", type=float, default=1e-4, help="largest logit difference")
 
+    demo = sub.add_parser(
+        "demo",
+        help="prepare SmolLM2-135M-Instruct, train a plain and an AdaSPEC EAGLE-3 head on its own "
+        "answers, and time both against vanilla decoding on MT-bench prompts",
+    )
+    demo.add_argument("config", nargs="?", help="optional demo YAML config (DemoConfig keys)")
+    add_set_option(demo, "examples=64")
+
     bench = sub.add_parser("bench", help="speed of vanilla, assisted, chain and tree decoding")
     bench.add_argument("config", help="benchmark YAML config (configs/bench/...)")
     add_set_option(bench, "num_prompts=4")
@@ -125,12 +133,31 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from adaspec.config import apply_override
+    from adaspec_eagle.demo import DemoConfig, run_demo
+
+    if args.config:
+        config = DemoConfig.from_yaml(args.config, overrides=args.overrides)
+    else:
+        data: dict = {}
+        for item in args.overrides or []:
+            apply_override(data, item)
+        config = DemoConfig.from_dict(data)
+    result = run_demo(config)
+    print(result["markdown"])
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+    print(f"wall time: {steps}; results in {config.workdir}/demo.json")
+    return 0
+
+
 COMMANDS = {
     "dump-features": _run_dump,
     "train": _run_train,
     "export": _run_export,
     "check-export": _run_check_export,
     "bench": _run_bench,
+    "demo": _run_demo,
 }
 
 
