@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -15,10 +16,10 @@ TEMPLATE = (
 
 @pytest.fixture
 def files(tmp_path, tiny_tokenizer):
-    target = make_tiny_model("llama", seed=1, vocab_size=len(tiny_tokenizer))
-    target.save_pretrained(tmp_path / "target")
-    tiny_tokenizer.chat_template = TEMPLATE
-    tiny_tokenizer.save_pretrained(tmp_path / "target")
+    tok = copy.deepcopy(tiny_tokenizer)  # the session fixture stays without a template
+    tok.chat_template = TEMPLATE
+    make_tiny_model("llama", seed=1, vocab_size=len(tok)).save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
     alpaca = tmp_path / "alpaca.json"
     alpaca.write_text(json.dumps([{"instruction": f"add {i} and {i + 1}.", "input": "",
                                    "output": str(2 * i + 1)} for i in range(12)]))  # fmt: skip
