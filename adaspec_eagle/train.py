@@ -10,13 +10,16 @@ Each run writes Trainer checkpoints (resumable: a rerun continues from the last 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 
+from adaspec._base.atomic import replace_folder
 from adaspec.config import (
     ConfigBase,
     ConfigError,
@@ -35,6 +38,9 @@ from adaspec_eagle.masks import CHAT_MODES, collate
 from adaspec_eagle.trainer import EagleTrainer, HeadTrainingModule, LossSettings
 
 logger = logging.getLogger(__name__)
+
+# The last file of a finished head's folder: its training metrics (a rerun skips that run).
+METRICS_FILE = "train_metrics.json"
 RUNS = ("reference", "adaspec")
 # Keys of the flat config before optim: and loss: were nested, and where they live now.
 MOVED_KEYS = {
@@ -225,10 +231,31 @@ def dump_features(
     )
 
 
+def _settings_key(config: EagleTrainConfig) -> str:
+    """The resolved settings a finished head was trained with (which runs are asked aside)."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "runs"}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _finished(final: Path, settings_key: str) -> dict[str, Any] | None:
+    """The metrics of the head in ``final`` if it was finished with these settings, else None."""
+    path = final / METRICS_FILE  # written last, inside the folder renamed into place
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record["metrics"] if record.get("settings") == settings_key else None
+
+
 def _train_one(
     config: EagleTrainConfig, run: str, target: Any, data: Any, feats: list, ref: Any
 ) -> tuple[str, dict[str, float]]:
     out_dir = Path(config.output_dir) / run
+    final = out_dir / "final"
+    settings_key = _settings_key(config)
+    done = _finished(final, settings_key) if config.resume else None
+    if done is not None:
+        logger.warning("%s head: found the finished head in %s, skipping its training", run, final)
+        return str(final), done
     settings = LossSettings(
         selective=config.loss if run == "adaspec" else config.loss.plain_kd(),
         v_w=config.v_w,
@@ -250,13 +277,23 @@ def _train_one(
     )
     last = get_last_checkpoint(str(out_dir)) if config.resume and out_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
-    final = out_dir / "final"
-    trainer.save_model(str(final))
     history = [h for h in trainer.state.log_history if "loss" in h]
     metrics = dict(result.metrics)
     if history:
         metrics.update({f"last_{k}": v for k, v in history[-1].items()})
         metrics["first_loss"] = history[0]["loss"]
+    # Saved beside, then renamed into place: a reader never sees a half-written head. Every rank
+    # calls save_model (ZeRO-3 gathers the weights there); the main process writes and renames.
+    tmp = final.with_name(final.name + ".tmp")
+    if trainer.args.should_save and tmp.exists():  # an earlier save cut short
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if trainer.args.should_save:
+        record = {"settings": settings_key, "metrics": metrics}
+        (tmp / METRICS_FILE).write_text(json.dumps(record, default=str))
+        replace_folder(tmp, final)
+    trainer.accelerator.wait_for_everyone()
     return str(final), metrics
 
 

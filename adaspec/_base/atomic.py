@@ -46,12 +46,21 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     yield tmp
+    replace_folder(tmp, folder)
+
+
+def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Put the finished folder ``new`` in ``folder``'s place (``folder`` may exist or not).
+
+    Between the two renames the old content is ``folder.old``; it is removed at the end.
+    """
+    new, folder = Path(new), Path(folder)
     if folder.exists():
         old = folder.with_name(folder.name + ".old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(folder, old)
-        os.replace(tmp, folder)
+        os.replace(new, folder)
         shutil.rmtree(old)
     else:
-        os.replace(tmp, folder)
+        os.replace(new, folder)

@@ -47,11 +47,15 @@ def test_demo_trains_both_heads_and_times_them(files, capsys):
         assert rows[name]["identical_to_vanilla"] == 2  # lossless, greedy
         assert rows[name]["tau"] >= 1.0
     assert len((work / "data" / "alpaca-8-greedy.jsonl").read_text().splitlines()) == 8
-    # A second call reuses the data, features and heads: only the benchmark runs again.
+    # A second call reuses the data, features and heads (no file of theirs is rewritten): only
+    # the benchmark runs again.
+    reused = [work / "data", *(work / "heads").glob("*/final")]
+    before = {f: f.stat().st_mtime_ns for d in reused for f in d.rglob("*") if f.is_file()}
     assert main(argv) == 0
     again = json.loads((work / "demo.json").read_text())
     assert again["heads"] == result["heads"]
-    assert again["seconds"]["heads"] < result["seconds"]["heads"]
+    after = {f: f.stat().st_mtime_ns for d in reused for f in d.rglob("*") if f.is_file()}
+    assert after == before and any(f.suffix == ".safetensors" for f in before)
 
 
 def test_demo_config_names_a_missing_data_file(tmp_path):
