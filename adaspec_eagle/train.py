@@ -3,8 +3,9 @@
 ``run_train(config)`` trains (1) the reference head with the plain EAGLE loss, (2) the AdaSPEC
 head with the same budget, its token loss filtered by ΔL against the reference head (``k``).
 Each run writes Trainer checkpoints (resumable: a rerun continues from the last one), a final
-``config.json`` + ``model.safetensors`` in ``<output_dir>/<run>/final`` and the resolved config in
-``<output_dir>/adaspec_config.yaml``. ``dump_features(config)`` writes the offline features.
+``config.json`` + ``model.safetensors`` + ``train_metrics.json`` in ``<output_dir>/<run>/final``
+(written beside and renamed into place; a rerun with the same settings reuses it) and the resolved
+config in ``<output_dir>/adaspec_config.yaml``. ``dump_features(config)`` writes the offline features.
 """
 
 from __future__ import annotations
