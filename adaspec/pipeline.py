@@ -36,9 +36,9 @@ from adaspec.pipeline_config import PipelineConfig
 from adaspec.pipeline_data import prepare_data, prepare_tokenizer
 from adaspec.pipeline_guard import OutputLock, drift_error, drifted_stages
 from adaspec.pipeline_record import write_run_record
+from adaspec.pipeline_runs import draft_runs, planned_runs
 from adaspec.tokenizer_io import check_same_tokenizer
 from adaspec.training.checkpoints import is_complete_model_dir, save_final
-from adaspec.training.config import scaled_optim
 from adaspec.training.stages import build_or_load_model, run_stage
 from adaspec.training.teacher_cache import TeacherCache
 
@@ -46,24 +46,6 @@ __all__ = ["STAGES", "Pipeline", "draft_runs", "prepare_tokenizer", "run_pipelin
 
 logger = logging.getLogger(__name__)
 STAGES = ("target", "reference", "draft")
-
-
-def draft_runs(config: PipelineConfig) -> dict[str, tuple[str, Any]]:
-    """The drafts stage 3 trains: name -> (kind, optimisation settings).
-
-    ``kind`` is ``"adaspec"`` (selective loss against the reference) or ``"distillspec"`` (plain
-    KD, the compute-matched baseline of a longer budget).
-    """
-    base = config.draft.optim or config.reference.optim
-    k = config.draft.loss.k
-    budget = config.draft.budget
-    runs: dict[str, tuple[str, Any]] = {}
-    for mode in budget.modes:
-        optim = scaled_optim(base, k, mode, budget.token_scaling).replace(seed=config.seed)
-        runs[f"adaspec-{mode}"] = ("adaspec", optim)
-        if mode == "equal_tokens" and budget.compute_matched_baseline and k < 1.0:
-            runs[f"distillspec-{mode}"] = ("distillspec", optim)
-    return runs
 
 
 class Pipeline:
@@ -284,12 +266,11 @@ class Pipeline:
     def drafts(self, target, reference) -> dict[str, Any]:
         """Stage 3: the AdaSPEC draft at each budget, plus compute-matched DistillSpec baselines."""
         trained = {}
-        for name, (kind, optim) in draft_runs(self.config).items():
-            loss = (
-                self.config.draft.loss if kind == "adaspec" else self.config.draft.loss.plain_kd()
-            )
-            ref = reference if kind == "adaspec" else None
-            trained[name] = self.train_draft(name, target, ref, optim, loss)
+        for name, spec in planned_runs(self.config).items():
+            if name == "reference":
+                continue
+            ref = reference if spec.uses_reference else None
+            trained[name] = self.train_draft(name, target, ref, spec.optim, spec.loss)
         return trained
 
     def train_draft(self, name: str, target, ref, optim, loss, init: str = "draft_init") -> Any:

@@ -7,10 +7,16 @@ trained reference for that same schedule again: they are compared with each othe
 pipeline's target and reference are trained (or loaded) first; then each recipe's draft; then all
 drafts are evaluated side by side with :func:`adaspec.compare.compare_drafts`.
 
+A recipe that is exactly one of the pipeline's runs (same start, loss, schedule and seed: see
+:func:`recipe_folders`) is that run: ``kd`` is normally the ``reference`` and ``adaspec`` the
+``adaspec-equal_steps`` draft. It is loaded when the pipeline trained it already, and trained
+into the pipeline's folder otherwise, so ``adaspec pipeline`` and ``adaspec sweep`` on one
+folder never train the same run twice.
+
 Layout of ``output_dir``::
 
     seed-<s>/                   one pipeline folder per seed (target, draft_init, reference, ...)
-    seed-<s>/sweep-<recipe>/    each recipe's draft (``kd`` reuses the reference when it is the same run)
+    seed-<s>/sweep-<recipe>/    each recipe's draft that is not one of the pipeline's runs
     seed-<s>/sweep/             that seed's comparison (comparison.json/.md/.png)
     sweep.json / sweep.md / sweep.png   the table over seeds, paired differences, wall times
 """
@@ -26,7 +32,10 @@ from typing import Any
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.pipeline import Pipeline
 from adaspec.pipeline_config import PipelineConfig
+from adaspec.pipeline_record import recorded_seconds, write_run_record
+from adaspec.pipeline_runs import RunSpec, planned_runs
 from adaspec.provenance import describe_environment, environment
+from adaspec.training.checkpoints import is_complete_model_dir
 from adaspec.training.config import LossConfig
 
 logger = logging.getLogger(__name__)
@@ -95,32 +104,73 @@ def seed_config(config: PipelineConfig, seed: int) -> PipelineConfig:
     return config.replace(seed=seed, output_dir=str(Path(config.output_dir) / f"seed-{seed}"))
 
 
-def _kd_is_reference(config: PipelineConfig) -> bool:
-    """Whether the ``kd`` recipe is exactly the reference stage's run (so it is not trained twice)."""
-    optim = config.draft.optim or config.reference.optim
-    same_optim = optim == config.reference.optim
-    return same_optim and config.reference.loss.plain_kd() == config.draft.loss.plain_kd()
+def recipe_folders(config: PipelineConfig) -> dict[str, str]:
+    """The run folder of each recipe under a seed's folder.
+
+    A recipe whose :class:`~adaspec.pipeline_runs.RunSpec` equals one of the pipeline's runs
+    (:func:`~adaspec.pipeline_runs.planned_runs`) uses that run's folder; any other recipe gets
+    ``sweep-<name>``.
+
+    Args:
+        config: One seed's config (see :func:`seed_config`).
+
+    Returns:
+        Recipe name -> folder name, in the order of ``config.sweep.recipes``.
+    """
+    optim = (config.draft.optim or config.reference.optim).replace(seed=config.seed)
+    planned = planned_runs(config)
+    folders = {}
+    for name, recipe in recipes(config).items():
+        spec = RunSpec(recipe.init, recipe.loss, optim, recipe.uses_reference)
+        same = [run for run, other in planned.items() if other == spec]
+        folders[name] = same[0] if same else f"sweep-{name}"
+    return folders
+
+
+def _legacy_folder(out: Path, name: str, run: str) -> str:
+    """``sweep-<name>`` where a sweep before :func:`recipe_folders` trained the recipe there."""
+    legacy = f"sweep-{name}"
+    if not is_complete_model_dir(out / run) and is_complete_model_dir(out / legacy):
+        return legacy
+    return run
 
 
 def run_seed(config: PipelineConfig, resume: bool = True) -> dict[str, Any]:
-    """Train every recipe of one seed's config and compare them; returns rows and wall times."""
+    """Train every recipe of one seed's config and compare them.
+
+    Returns:
+        ``{"seconds": {recipe: training seconds}, "rows": {recipe: comparison row}}`` (``rows``
+        on the main process only). A recipe's seconds are this run's, or those the pipeline
+        recorded when it trained that run earlier; a recipe with neither has none.
+    """
     from adaspec.compare import compare_drafts
 
     pipe = Pipeline(config, resume=resume)
     target = pipe.target()
     reference = pipe.reference(target)
     optim = (config.draft.optim or config.reference.optim).replace(seed=config.seed)
+    names = {
+        name: _legacy_folder(pipe.out, name, run) for name, run in recipe_folders(config).items()
+    }
     drafts: dict[str, Any] = {}
-    folders: dict[str, Path] = {}
     for name, recipe in recipes(config).items():
-        if name == "kd" and _kd_is_reference(config):
-            drafts[name], folders[name] = reference, pipe.out / "reference"
+        run = names[name]
+        if run == "reference":
+            drafts[name] = reference
             continue
-        run = f"sweep-{name}"
         ref = reference if recipe.uses_reference else None
         drafts[name] = pipe.train_draft(run, target, ref, optim, recipe.loss, init=recipe.init)
-        folders[name] = pipe.out / run
-    result: dict[str, Any] = {"seconds": dict(pipe.timings)}
+    if pipe.state.is_main_process:  # pipeline_sweep.json: kept for a resumed sweep's table
+        write_run_record(
+            pipe.out, ("sweep",), pipe.timings, pipe.truncation, config, pipe.tokenizer
+        )
+    recorded: dict[str, float] = {}
+    for path in sorted(pipe.out.glob("pipeline_*.json")):
+        recorded.update(recorded_seconds(path))
+    seconds = {**recorded, **pipe.timings}
+    result: dict[str, Any] = {
+        "seconds": {name: seconds[run] for name, run in names.items() if run in seconds}
+    }
     if pipe.state.is_main_process:
         labels = {name: r.label for name, r in recipes(config).items()}
         comparison = compare_drafts(
@@ -130,7 +180,7 @@ def run_seed(config: PipelineConfig, resume: bool = True) -> dict[str, Any]:
             pipe.eval_examples,
             config,
             pipe.out / "sweep",
-            folders=folders,
+            folders={name: pipe.out / run for name, run in names.items()},
             labels=labels,
         )
         result["rows"] = {row["draft"]: row for row in comparison["table"]}
@@ -239,11 +289,8 @@ def run_sweep(config: PipelineConfig, resume: bool = True) -> dict[str, Any]:
         if "rows" not in result:  # not the main process
             continue
         per_seed[seed] = result["rows"]
-        for name in config.sweep.recipes:
-            reused = name == "kd" and _kd_is_reference(config)
-            t = result["seconds"].get("reference" if reused else f"sweep-{name}")
-            if t is not None:
-                seconds.setdefault(name, []).append(t)
+        for name, t in result["seconds"].items():
+            seconds.setdefault(name, []).append(t)
     if not per_seed:
         return {}
     summary = summarize(per_seed, config.sweep.baseline)

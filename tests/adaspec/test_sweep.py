@@ -6,7 +6,7 @@ import yaml
 from adaspec.cli import main
 from adaspec.config import ConfigError
 from adaspec.pipeline_config import PipelineConfig
-from adaspec.sweep import recipes, seed_config, summarize
+from adaspec.sweep import recipe_folders, recipes, seed_config, summarize
 
 TINY = {
     "seed": 0,
@@ -80,6 +80,35 @@ def test_recipes_build_the_controls_from_the_draft_loss(tmp_path):
     assert seed_config(config, 2).output_dir.endswith("seed-2")
 
 
+ALL = ["kd", "adaspec", "random_k", "late_phase", "ref_adaspec", "ref_kd"]
+
+
+def test_recipe_folders_reuse_the_pipeline_run_that_is_the_same_run(tmp_path):
+    folders = recipe_folders(_config(tmp_path, recipes=ALL))
+    assert folders == {
+        "kd": "reference",
+        "adaspec": "adaspec-equal_steps",
+        "random_k": "sweep-random_k",
+        "late_phase": "sweep-late_phase",
+        "ref_adaspec": "sweep-ref_adaspec",
+        "ref_kd": "sweep-ref_kd",
+    }
+
+
+def test_recipe_folders_train_their_own_run_when_the_settings_differ(tmp_path):
+    config = _config(tmp_path, recipes=ALL)
+    # The draft stage's own schedule: kd is no longer the reference's run, adaspec still is.
+    other = config.replace(
+        draft=config.draft.replace(optim=config.reference.optim.replace(learning_rate=1e-3))
+    )
+    folders = recipe_folders(other)
+    assert (folders["kd"], folders["adaspec"]) == ("sweep-kd", "adaspec-equal_steps")
+    # Without the equal-steps budget the pipeline trains no run that is the adaspec recipe.
+    budget = config.draft.budget.replace(modes=["equal_tokens"])
+    only_tokens = config.replace(draft=config.draft.replace(budget=budget))
+    assert recipe_folders(only_tokens)["adaspec"] == "sweep-adaspec"
+
+
 def test_summarize_pairs_by_seed():
     def row(alpha, tok=0.5):
         return {"alpha": alpha, "token acceptance": tok, "ref_token": None}
@@ -123,10 +152,7 @@ def test_cli_sweep_trains_every_recipe_at_equal_steps(tmp_path, capsys):
     path = tmp_path / "sweep.yaml"
     data = yaml.safe_load(yaml.safe_dump(TINY))
     data["output_dir"] = str(tmp_path / "out")
-    data["sweep"] = {
-        "seeds": [0, 1],
-        "recipes": ["kd", "adaspec", "random_k", "late_phase", "ref_adaspec", "ref_kd"],
-    }
+    data["sweep"] = {"seeds": [0, 1], "recipes": ALL}
     path.write_text(yaml.safe_dump(data))
     assert main(["sweep", str(path)]) == 0
     printed = capsys.readouterr().out
@@ -136,8 +162,12 @@ def test_cli_sweep_trains_every_recipe_at_equal_steps(tmp_path, capsys):
     for seed in ("0", "1"):
         rows = result["per_seed"][seed]
         assert set(rows) == set(data["sweep"]["recipes"])
-        # kd is the reference itself (same run), every other recipe was trained for its steps.
+        # kd is the reference and adaspec the pipeline's equal-steps draft (the same runs);
+        # every other recipe was trained for the same steps into its own folder.
         assert not (out / f"seed-{seed}" / "sweep-kd").exists()
+        assert not (out / f"seed-{seed}" / "sweep-adaspec").exists()
+        assert (out / f"seed-{seed}" / "adaspec-equal_steps" / "config.json").exists()
+        assert (out / f"seed-{seed}" / "sweep-random_k" / "config.json").exists()
         assert len({rows[name]["steps"] for name in rows}) == 1
         assert rows["random_k"]["grad_tokens"] < rows["kd"]["grad_tokens"]
         assert 0.0 <= rows["adaspec"]["alpha"] <= 1.0
@@ -147,3 +177,12 @@ def test_cli_sweep_trains_every_recipe_at_equal_steps(tmp_path, capsys):
     table = (out / "sweep.md").read_text()
     assert all(f"| {name} |" in table for name in data["sweep"]["recipes"])
     assert table in printed
+    assert set(result["train_seconds"]) == set(ALL)
+    # A rerun trains nothing and still reports every recipe's training time (recorded).
+    assert main(["sweep", str(path)]) == 0
+    again = json.loads((out / "sweep.json").read_text())
+    assert again["train_seconds"] == result["train_seconds"]
+    for seed, rows in result["per_seed"].items():
+        assert {n: r["alpha"] for n, r in again["per_seed"][seed].items()} == {
+            n: r["alpha"] for n, r in rows.items()
+        }
