@@ -39,6 +39,7 @@ from adaspec.decoding import (
     SamplingConfig,
     SpeculativeDecoder,
     acceptance_counts,
+    transpose_linears,
 )
 from adaspec.eval.report import markdown_table, write_json
 from adaspec.modeling import load_model, load_tokenizer
@@ -98,6 +99,13 @@ def load_prompts(config: BenchConfig) -> list[Example]:
     return out
 
 
+def _with_linear(model: Any, linear: str) -> Any:
+    """``model`` with its linear layers stored transposed when ``linear`` is ``transposed``."""
+    if linear == "transposed":
+        transpose_linears(model)
+    return model
+
+
 class _Runner:
     """Runs one method on one prompt and returns its measurements."""
 
@@ -111,35 +119,38 @@ class _Runner:
         self.eos = tokenizer.eos_token_id
         self._drafts: dict[str, Any] = {}
         self._decoders: dict[str, SpeculativeDecoder] = {}
-        self._targets: dict[str, Any] = {config.dtype: target}
+        self._targets: dict[tuple[str, str], Any] = {(config.dtype, "stock"): target}
         self.sampling = SamplingConfig(temperature=config.temperature)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
 
-    def target_in(self, dtype: str | None) -> Any:
-        """The target in ``dtype`` (loaded once per dtype; None: the config's)."""
-        dtype = dtype or self.config.dtype
-        if dtype not in self._targets:
-            model = load_model(self.config.target, dtype=dtype)
-            self._targets[dtype] = model.to(self.device).eval()
-        return self._targets[dtype]
+    def target_in(self, dtype: str | None, linear: str = "stock") -> Any:
+        """The target in ``dtype`` with ``linear`` layers (loaded once each; None: the config's)."""
+        key = (dtype or self.config.dtype, linear)
+        if key not in self._targets:
+            model = load_model(self.config.target, dtype=key[0]).to(self.device).eval()
+            self._targets[key] = _with_linear(model, linear)
+        return self._targets[key]
 
-    def draft(self, path: str) -> Any:
-        if path not in self._drafts:
-            self._drafts[path] = load_model(path, dtype=self.config.dtype).to(self.device).eval()
-        return self._drafts[path]
+    def draft(self, path: str, linear: str = "stock") -> Any:
+        if (path, linear) not in self._drafts:
+            model = load_model(path, dtype=self.config.dtype).to(self.device).eval()
+            self._drafts[(path, linear)] = _with_linear(model, linear)
+        return self._drafts[(path, linear)]
 
     def decoder(self, method: BenchMethod) -> SpeculativeDecoder:
         if method.name not in self._decoders:
+            target = self.target_in(None, method.linear)
             if method.drafter == "eagle":
                 from adaspec_eagle.checkpoint import load_head
                 from adaspec_eagle.drafter import EagleDrafter
 
-                head = load_head(method.head, target=self.target).to(self.device)
-                drafter = EagleDrafter(head, self.target)
+                head = load_head(method.head, target=target).to(self.device)
+                drafter = EagleDrafter(_with_linear(head, method.linear), target)
             else:
-                drafter = DraftModelDrafter(self.draft(method.draft or self.config.draft))
+                draft = self.draft(method.draft or self.config.draft, method.linear)
+                drafter = DraftModelDrafter(draft)
             self._decoders[method.name] = SpeculativeDecoder(
-                self.target, drafter, tree=method.tree, sampling=self.sampling
+                target, drafter, tree=method.tree, sampling=self.sampling
             )
         return self._decoders[method.name]
 
@@ -175,12 +186,12 @@ class _Runner:
         if not self.sampling.greedy:  # plain temperature sampling: the model's top-k/p off
             kwargs.update(do_sample=True, temperature=self.sampling.temperature, top_k=0, top_p=1.0)
         if method.kind == "assisted":
-            kwargs["assistant_model"] = self.draft(method.draft or self.config.draft)
+            kwargs["assistant_model"] = self.draft(method.draft or self.config.draft, method.linear)
         elif method.kind == "prompt_lookup":
             kwargs["prompt_lookup_num_tokens"] = method.prompt_lookup_num_tokens
             if method.max_matching_ngram_size is not None:
                 kwargs["max_matching_ngram_size"] = method.max_matching_ngram_size
-        model = self.target_in(method.dtype)
+        model = self.target_in(method.dtype, method.linear)
         calls = [0]
 
         def count(*_: Any) -> None:
@@ -206,6 +217,7 @@ def _summarize(
         "method": method.name,
         "kind": method.kind,
         "dtype": method.dtype,
+        "linear": method.linear,
         "drafter": method.drafter if method.kind == "speculative" else None,
         "tree": method.tree if method.kind == "speculative" else None,
         "new_tokens": tokens,
@@ -302,7 +314,12 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         for method in order:
             runs[method.name].append(runner.run(method, prompt))
     vanilla = next(
-        (m.name for m in methods if m.kind == "vanilla" and m.dtype in (None, config.dtype)), None
+        (
+            m.name
+            for m in methods
+            if m.kind == "vanilla" and m.dtype in (None, config.dtype) and m.linear == "stock"
+        ),
+        None,
     )
     # Sampled outputs differ from vanilla's by chance: compared only under greedy decoding.
     reference = [r["tokens"] for r in runs[vanilla]] if vanilla and not config.temperature else None

@@ -11,6 +11,7 @@ from adaspec.decoding import tree_from_spec
 KINDS = ("vanilla", "assisted", "prompt_lookup", "speculative")
 DTYPES = ("float32", "bfloat16", "float16")
 DRAFTERS = ("draft_model", "eagle")
+LINEARS = ("stock", "transposed")
 
 
 @dataclass
@@ -29,6 +30,12 @@ class BenchMethod(ConfigBase):
         help="vanilla / assisted / prompt_lookup: run the target in this dtype (e.g. a bfloat16 "
         "vanilla row); None: the config's dtype. Speedups are against the vanilla row in the "
         "config's dtype",
+    )
+    linear: str = cfg_field(
+        "stock",
+        help="stock: the models as loaded; transposed: every linear layer of this row's target "
+        "and draft (or head) stores its weight transposed, faster few-row matmuls on CPU "
+        "(adaspec.decoding.linear). Speedups stay against the stock vanilla row",
     )
     prompt_lookup_num_tokens: int = cfg_field(
         10, help="prompt_lookup: tokens copied from the prompt per guess"
@@ -57,6 +64,7 @@ class BenchMethod(ConfigBase):
             raise ConfigError("name is empty: give every method a label")
         check_choice("kind", self.kind, KINDS)
         check_choice("drafter", self.drafter, DRAFTERS)
+        check_choice(f"method {self.name!r}: linear", self.linear, LINEARS)
         check_range(
             f"method {self.name!r}: prompt_lookup_num_tokens", self.prompt_lookup_num_tokens, 1
         )

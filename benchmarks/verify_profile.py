@@ -13,7 +13,10 @@ timed with ``time.perf_counter`` and reported as medians in milliseconds:
   nodes under the root);
 * ``tree_q_hidden``: the same with ``output_hidden_states=True`` (EAGLE drafters need the
   target's features);
-* ``body_q``: the decoder body alone (``model.model``), so the lm_head's share shows.
+* ``body_q``: the decoder body alone (``model.model``), so the lm_head's share shows;
+* with ``--transposed``, ``stock_decode_transposed`` and ``tree_q_transposed``: the same calls on a
+  second copy of the target whose linear layers store their weights transposed
+  (:func:`adaspec.decoding.linear.transpose_linears`), with its own cache of the same prefix.
 
 Ratios to ``stock_decode`` are computed within the run. JSON goes to stdout and to ``--out``.
 
@@ -41,6 +44,7 @@ from adaspec.decoding.cache import (
     forward,
     new_cache,
 )
+from adaspec.decoding.linear import transpose_linears
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--attn", default=None, help="attn_implementation (default: transformers')")
+    p.add_argument(
+        "--transposed", action="store_true", help="also time a copy with transposed linears"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p.parse_args(argv)
@@ -107,19 +114,31 @@ def run(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs).eval()
     vocab = model.config.vocab_size
     prefix = torch.randint(0, vocab, (1, args.prefix), generator=gen)
-    cache = new_cache()
-    forward(model, prefix, cache, causal_allowed(args.prefix), torch.arange(args.prefix)[None])
-    calls = {}
-    for q in sorted(set(args.sizes)):
-        ids = torch.randint(0, vocab, (1, q), generator=gen)
-        calls.update(variants(model, ids, cache, args.prefix, gen))
+    models = {"": model}
+    if args.transposed:
+        fast = AutoModelForCausalLM.from_pretrained(args.model, **kwargs).eval()
+        transpose_linears(fast)
+        models["_transposed"] = fast
+    calls, caches = {}, {}
+    for suffix, m in models.items():
+        cache = new_cache()
+        forward(m, prefix, cache, causal_allowed(args.prefix), torch.arange(args.prefix)[None])
+        g = torch.Generator().manual_seed(args.seed + 1)  # the same tokens and trees per copy
+        for q in sorted(set(args.sizes)):
+            ids = torch.randint(0, vocab, (1, q), generator=g)
+            for name, call in variants(m, ids, cache, args.prefix, g).items():
+                if suffix and not name.startswith(("stock_decode", "tree_")):
+                    continue
+                if suffix and name.endswith("_hidden"):
+                    continue
+                calls[name + suffix], caches[name + suffix] = call, cache
     times: dict[str, list[float]] = {name: [] for name in calls}
     for rep in range(args.warmup + args.repeats):
         for name, call in calls.items():
             t = time.perf_counter()
             call()
             dt = time.perf_counter() - t
-            crop_cache(cache, args.prefix)
+            crop_cache(caches[name], args.prefix)
             if rep >= args.warmup:
                 times[name].append(dt * 1000)
     med = {name: statistics.median(v) for name, v in times.items()}

@@ -9,6 +9,7 @@ from adaspec.decoding.decoder import (
 from adaspec.decoding.draft_model import DraftModelDrafter
 from adaspec.decoding.drafter import Drafter, TargetFeatures
 from adaspec.decoding.growth import Expansion, grow_dynamic, grow_static, grow_tree
+from adaspec.decoding.linear import TransposedLinear, transpose_linears
 from adaspec.decoding.sampling import SamplingConfig, logits_to_probs
 from adaspec.decoding.stats import acceptance_counts, chain_rounds
 from adaspec.decoding.step import StepOutcome, speculative_step
@@ -40,6 +41,7 @@ __all__ = [
     "StepOutcome",
     "StepRecord",
     "TargetFeatures",
+    "TransposedLinear",
     "TreeBuffers",
     "VerifyResult",
     "acceptance_counts",
@@ -54,5 +56,6 @@ __all__ = [
     "logits_to_probs",
     "sampling_verify",
     "speculative_step",
+    "transpose_linears",
     "tree_from_spec",
 ]

@@ -143,3 +143,55 @@ def test_bench_first_record_skips_records(setup):
         load_prompts(BenchConfig(target="t", prompts=str(prompts), first_record=2, **only))
     with pytest.raises(ConfigError, match="first_record"):
         BenchConfig(target="t", prompts=str(prompts), first_record=-1, **only)
+
+
+def test_bench_transposed_linear_rows_are_lossless_against_stock_vanilla(setup, monkeypatch):
+    import adaspec_eagle.bench as bench
+
+    tmp_path, prompts = setup
+    patched = []
+
+    def counting(model):
+        patched.append(type(model).__name__)
+        return bench_transpose(model)
+
+    bench_transpose = bench.transpose_linears
+    monkeypatch.setattr(bench, "transpose_linears", counting)
+    head = str(tmp_path / "head")
+    config = BenchConfig(
+        target=str(tmp_path / "target"),
+        draft=str(tmp_path / "draft"),
+        prompts=str(prompts),
+        num_prompts=2,
+        max_new_tokens=12,
+        warmup=0,
+        output_dir=str(tmp_path / "out"),
+        methods=[
+            {"name": "vanilla-t", "kind": "vanilla", "linear": "transposed"},
+            {"name": "vanilla", "kind": "vanilla"},
+            {"name": "assisted-t", "kind": "assisted", "linear": "transposed"},
+            {"name": "chain-t", "kind": "speculative", "tree": "chain:3", "linear": "transposed"},
+            {
+                "name": "eagle-t",
+                "kind": "speculative",
+                "drafter": "eagle",
+                "head": head,
+                "tree": "dynamic:depth=3,top_k=2,total_tokens=6",
+                "linear": "transposed",
+            },
+        ],
+    )
+    rows = {r["method"]: r for r in run_benchmark(config)["methods"]}
+    # The stock row is the baseline even when listed second; every transposed row matches it.
+    assert rows["vanilla"]["speedup"] == pytest.approx(1.0)
+    for name in ("vanilla-t", "assisted-t", "chain-t", "eagle-t"):
+        assert rows[name]["identical_to_vanilla"] == 2 and rows[name]["linear"] == "transposed"
+    # One transposed target (shared by every row), one transposed draft, one transposed head.
+    assert sorted(patched) == sorted(["LlamaForCausalLM", "LlamaForCausalLM", "Eagle1Head"])
+
+
+def test_bench_method_rejects_unknown_linear():
+    with pytest.raises(ConfigError, match="linear"):
+        BenchConfig(
+            target="t", prompts="p.jsonl", methods=[{"name": "v", "kind": "vanilla", "linear": "x"}]
+        ).parsed_methods()

@@ -38,3 +38,14 @@ def test_verify_profile_reports_every_variant(tmp_path):
     assert set(report["median_ms"]) == names
     assert report["ratio_to_stock_decode"]["stock_decode"] == 1.0
     assert all(v > 0 for v in report["median_ms"].values())
+
+
+def test_verify_profile_times_the_transposed_copy_beside_the_stock_model(tmp_path):
+    model = make_tiny_model("llama", vocab_size=64)
+    model.save_pretrained(tmp_path / "m")
+    argv = [str(tmp_path / "m"), "--prefix", "12", "--sizes", "1", "3", "--repeats", "2",
+            "--warmup", "1", "--transposed"]  # fmt: skip
+    report = verify_profile.run(verify_profile.parse_args(argv))
+    extra = {"stock_decode_transposed", "tree_1_transposed", "tree_3_transposed"}
+    assert extra <= set(report["median_ms"])
+    assert not any(n.startswith("body") and n.endswith("_transposed") for n in report["median_ms"])
